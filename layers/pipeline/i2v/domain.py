@@ -1,0 +1,115 @@
+"""The task and the values around it. Models here do no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TaskStatus(StrEnum):
+    RECEIVED = "RECEIVED"
+    SUBMITTED = "SUBMITTED"
+    RUNNING = "RUNNING"
+    FINALIZING = "FINALIZING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REJECTED = "REJECTED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.REJECTED, TaskStatus.TIMED_OUT}
+)
+# States in which the provider owns the work and we wait for its answer.
+AWAITING_PROVIDER = frozenset({TaskStatus.SUBMITTED, TaskStatus.RUNNING})
+
+Resolution = Literal["720P", "1080P"]
+
+# One namespace for every task id, so the same upload always maps to the same id.
+_TASK_NAMESPACE = uuid.UUID("6f1c3a52-7d0e-4b8a-9a41-2f3e9c1b5d77")
+
+
+def derive_task_id(bucket: str, key: str, version: str) -> str:
+    """The task id of one upload: the same (bucket, key, version) always gives the same id.
+
+    `version` is the S3 version id when the bucket is versioned, else the event's sequencer;
+    both are the same in a duplicated delivery of one event and differ between two uploads.
+    """
+    return str(uuid.uuid5(_TASK_NAMESPACE, f"{bucket}\n{key}\n{version}"))
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Options(Frozen):
+    """What the user asked for: stack defaults, overridden by metadata, then by a sidecar."""
+
+    prompt: str = Field(default="", max_length=2500)
+    resolution: Resolution = "1080P"
+    duration: int = Field(default=5, ge=3, le=15)
+    seed: int | None = Field(default=None, ge=0, le=2_147_483_647)
+
+
+class SourceObject(Frozen):
+    bucket: str
+    key: str
+    version_id: str | None = None
+    size: int | None = None
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    image_format: str | None = None
+
+
+class VideoObject(Frozen):
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    content_type: str = "video/mp4"
+
+
+class ErrorInfo(Frozen):
+    code: str
+    message: str
+
+
+class ProviderRef(Frozen):
+    name: str
+    task_id: str | None = None
+
+
+class Task(BaseModel):
+    """One upload's journey, as stored in the task table."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task_id: str
+    status: TaskStatus
+    source: SourceObject
+    options: Options = Options()
+    provider: ProviderRef
+    token_hash: str | None = None
+    received_at: float
+    submitted_at: float | None = None
+    running_at: float | None = None
+    completed_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float
+    submit_attempts: int = 0
+    finalize_attempts: int = 0
+    lease_until: float | None = None
+    lease_owner: str | None = None
+    video: VideoObject | None = None
+    error: ErrorInfo | None = None
+    last_error: ErrorInfo | None = None
+    estimated_cost_usd: float | None = None
+    notified_at: float | None = None

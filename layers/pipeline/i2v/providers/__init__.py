@@ -1,0 +1,38 @@
+"""The registry of HappyHorse routes: adding one is a module, its simulator and a line here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from i2v.providers.base import Credentials, Provider
+
+if TYPE_CHECKING:
+    import httpx
+
+    from i2v.config import Settings
+
+
+def _magnific(settings: Settings, http: httpx.Client, credentials: Credentials) -> Provider:
+    from i2v.providers.magnific import MagnificProvider
+
+    return MagnificProvider(
+        http,
+        credentials=credentials,
+        base_url=settings.provider_base_url,
+        api_key_header=settings.provider_api_key_header,
+        model=settings.provider_model,
+    )
+
+
+REGISTRY: dict[str, Callable[[Settings, httpx.Client, Credentials], Provider]] = {
+    "magnific": _magnific,
+}
+
+
+def create_provider(settings: Settings, http: httpx.Client, credentials: Credentials) -> Provider:
+    try:
+        factory = REGISTRY[settings.provider]
+    except KeyError:
+        raise ValueError(f"unknown provider {settings.provider!r}; known: {sorted(REGISTRY)}") from None
+    return factory(settings, http, credentials)

@@ -1,0 +1,73 @@
+"""The one small interface every HappyHorse route implements.
+
+A route module turns our request into its wire format and its answers (create
+response, status response, webhook) into a `ProviderUpdate`. Nothing else in the
+pipeline knows a provider's wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Protocol
+
+from i2v.domain import ErrorInfo, Frozen, Options
+
+
+class ProviderState(StrEnum):
+    """A provider status, normalised. Unknown provider values map to PENDING (non-terminal)."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class SubmitRequest(Frozen):
+    image_url: str
+    options: Options
+    webhook_url: str | None = None
+
+
+class ProviderUpdate(Frozen):
+    provider_task_id: str
+    state: ProviderState
+    raw_status: str
+    video_url: str | None = None
+    error: ErrorInfo | None = None
+
+
+class Credentials(Protocol):
+    """Secrets, fetched only when a call needs them (the callback never needs the API key)."""
+
+    def api_key(self) -> str: ...
+
+    def webhook_secret(self) -> str: ...
+
+
+class Provider(Protocol):
+    name: str
+    supports_webhooks: bool
+
+    def submit(self, request: SubmitRequest) -> str:
+        """Create a task; return the provider's task id.
+
+        Raises ProviderUnavailable (retry later) or ProviderRejected (fail the task).
+        """
+        ...
+
+    def status(self, provider_task_id: str) -> ProviderUpdate:
+        """Ask for a task's current status (the reconciler's safety net, and polling routes)."""
+        ...
+
+    def estimate_cost_usd(self, options: Options) -> float | None:
+        """What the task will likely cost, for the record; None when unknown."""
+        ...
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> ProviderUpdate:
+        """Verify a webhook's signature over the raw body, then parse it.
+
+        Raises Unauthorized when the signature does not check out, BadCallback when an
+        authentic body cannot be parsed.
+        """
+        ...

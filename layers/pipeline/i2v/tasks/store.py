@@ -263,7 +263,8 @@ class TaskStore:
             task_id,
             condition="#status = :finalizing AND lease_owner = :owner",
             values={":finalizing": TaskStatus.FINALIZING.value, ":owner": owner},
-            set_={"lease_until": now, "last_error": error.model_dump(), "updated_at": now},
+            set_={"last_error": error.model_dump(), "updated_at": now},
+            remove=["lease_until"],
         )
 
     def mark_notified(self, task_id: str, *, now: float) -> Task | None:

@@ -1,0 +1,55 @@
+"""Resources for in-process moto tests, shaped by template.yaml itself."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+@cache
+def template_resource(logical_id: str) -> dict[str, Any]:
+    from local.template import load_template
+
+    resource: dict[str, Any] = load_template(TEMPLATE)["Resources"][logical_id]
+    return resource
+
+
+def create_tasks_table(dynamodb: Any, name: str = "tasks") -> str:
+    """The task table with the template's keys and indexes."""
+    props = template_resource("TasksTable")["Properties"]
+    dynamodb.create_table(
+        TableName=name,
+        BillingMode=props["BillingMode"],
+        KeySchema=props["KeySchema"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        GlobalSecondaryIndexes=props["GlobalSecondaryIndexes"],
+    )
+    return name
+
+
+def create_topic_tap(sns: Any, sqs: Any, name: str = "notifications") -> tuple[str, str]:
+    """A topic with a queue subscribed to it, so tests read what was published."""
+    topic_arn = sns.create_topic(Name=name)["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=f"{name}-tap")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    return topic_arn, queue_url
+
+
+def published(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Every SNS envelope waiting in a tap queue (drained)."""
+    import json
+
+    envelopes = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            return envelopes
+        for message in batch:
+            envelopes.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

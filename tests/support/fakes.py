@@ -1,0 +1,113 @@
+"""Small in-memory stand-ins for the collaborators a use case takes.
+
+Fakes, not mocks: they behave like the real thing in the ways a use case relies on,
+so a test states an outcome ("the provider got one task") rather than a call sequence.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from i2v.domain import Options, Task
+from i2v.errors import DownloadFailed, PipelineError
+from i2v.providers.base import ProviderState, ProviderUpdate, SubmitRequest
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class FakeProvider:
+    name: str = "magnific"
+    supports_webhooks: bool = True
+    submitted: list[SubmitRequest] = field(default_factory=list)
+    submit_errors: list[PipelineError] = field(default_factory=list)
+    statuses: dict[str, ProviderUpdate] = field(default_factory=dict)
+    callbacks_valid: bool = True
+
+    def submit(self, request: SubmitRequest) -> str:
+        if self.submit_errors:
+            raise self.submit_errors.pop(0)
+        self.submitted.append(request)
+        return f"prov-{len(self.submitted)}"
+
+    def status(self, provider_task_id: str) -> ProviderUpdate:
+        return self.statuses.get(
+            provider_task_id,
+            ProviderUpdate(
+                provider_task_id=provider_task_id, state=ProviderState.RUNNING, raw_status="IN_PROGRESS"
+            ),
+        )
+
+    def estimate_cost_usd(self, options: Options) -> float | None:
+        return 0.1 * options.duration
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> ProviderUpdate:
+        from i2v.errors import Unauthorized
+
+        if not self.callbacks_valid:
+            raise Unauthorized("bad signature")
+        return ProviderUpdate.model_validate_json(body)
+
+
+@dataclass
+class RecordingMetrics:
+    recorded: list[tuple[str, float]] = field(default_factory=list)
+
+    def add_metric(self, name: str, unit: Any, value: float) -> None:
+        self.recorded.append((name, value))
+
+    def total(self, name: str) -> float:
+        return sum(v for n, v in self.recorded if n == name)
+
+
+@dataclass
+class Notifications:
+    sent: list[Task] = field(default_factory=list)
+    fail_next: int = 0
+
+    def __call__(self, task: Task) -> None:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ConnectionError("SNS unreachable")
+        self.sent.append(task)
+
+
+@dataclass(frozen=True)
+class Stored:
+    size: int
+    sha256: str
+    content_type: str = "video/mp4"
+
+
+@dataclass
+class FakeVideoFetcher:
+    """Stores nothing; answers like stream_video_to_s3, or fails as told."""
+
+    fetched: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[DownloadFailed] = field(default_factory=list)
+
+    def __call__(self, url: str, key: str, metadata: dict[str, str]) -> Stored:
+        if self.errors:
+            raise self.errors.pop(0)
+        self.fetched.append((url, key))
+        return Stored(size=1234, sha256="ab" * 32)
+
+
+def image_bytes(width: int = 640, height: int = 480, fmt: str = "PNG") -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 120, 200)).save(buffer, format=fmt)
+    return buffer.getvalue()

@@ -111,3 +111,20 @@ def image_bytes(width: int = 640, height: int = 480, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (40, 120, 200)).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+@dataclass
+class LambdaContext:
+    """What Powertools reads from Lambda's context object."""
+
+    function_name: str = "test-function"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    memory_limit_in_mb: int = 256
+    aws_request_id: str = "req-00000000"
+    log_group_name: str = "/aws/lambda/test-function"
+    log_stream_name: str = "2026/11/21/[$LATEST]0"
+    remaining_millis: int = 300_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_millis

@@ -1,0 +1,189 @@
+"""The three Lambda handlers with real-shaped events (events/), against moto in-process.
+
+The provider is reached over loopback only: a closed port stands for an outage.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from i2v.domain import ProviderRef, SourceObject, Task, TaskStatus
+from i2v.tasks.store import TaskStore
+from i2v.usecases.submit import hash_token
+from tests.support.fakes import LambdaContext, image_bytes
+from tests.unit.conftest import Aws
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+
+
+def event(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return loaded
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def env(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    secrets = __import__("boto3").client("secretsmanager")
+    secrets.create_secret(Name="happyhorse/api-key", SecretString="api-key-1")
+    secrets.create_secret(Name="happyhorse/webhook-secret", SecretString=WEBHOOK_SECRET)
+    queue_url = aws.sqs.create_queue(QueueName="uploads")["QueueUrl"]
+    values = {
+        "TABLE_NAME": aws.table, "BUCKET_NAME": aws.bucket, "TOPIC_ARN": aws.topic_arn,
+        "UPLOADS_QUEUE_URL": queue_url, "API_KEY_SECRET_NAME": "happyhorse/api-key",
+        "WEBHOOK_SECRET_NAME": "happyhorse/webhook-secret", "WEBHOOK_BASE_URL": "https://hooks.example.com",
+        "PROVIDER_BASE_URL": f"http://127.0.0.1:{closed_port()}", "PROVIDER_TIMEOUT_SECONDS": "2",
+        "VIDEO_ALLOWED_HOSTS": ".example.com",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def object_created_batch(bucket: str, key: str, message_id: str, receipt_handle: str) -> dict[str, Any]:
+    batch = event("sqs-s3-object-created.json")
+    record = copy.deepcopy(batch["Records"][0])
+    body = json.loads(record["body"])
+    body["Records"][0]["s3"]["bucket"]["name"] = bucket
+    body["Records"][0]["s3"]["object"]["key"] = key
+    record |= {"body": json.dumps(body), "messageId": message_id, "receiptHandle": receipt_handle}
+    return {"Records": [record]}
+
+
+def test_submit_skips_the_s3_test_event_and_sidecars(env: dict[str, str]) -> None:
+    import submit
+
+    for name in ("sqs-s3-test-event.json", "sqs-s3-sidecar.json"):
+        assert submit.handler(event(name), LambdaContext()) == {"batchItemFailures": []}
+
+
+def test_submit_rejects_a_bad_image_without_failing_the_batch(env: dict[str, str], aws: Aws) -> None:
+    import submit
+
+    aws.s3.put_object(Bucket=aws.bucket, Key="incoming/my holiday/café.jpg", Body=b"<html>not an image</html>")
+    batch = object_created_batch(aws.bucket, "incoming/my+holiday/caf%C3%A9.jpg", "m-1", "r-1")
+    assert submit.handler(batch, LambdaContext()) == {"batchItemFailures": []}
+    [item] = aws.dynamodb.scan(TableName=aws.table)["Items"]
+    assert item["status"]["S"] == "REJECTED"
+    assert item["source"]["M"]["key"]["S"] == "incoming/my holiday/café.jpg"
+
+
+def test_submit_reports_a_provider_outage_as_a_batch_item_failure_and_delays_the_retry(
+    env: dict[str, str], aws: Aws
+) -> None:
+    import submit
+
+    # Given a valid upload whose message sits in the uploads queue, and an unreachable provider
+    aws.s3.put_object(Bucket=aws.bucket, Key="incoming/cat.png", Body=image_bytes())
+    aws.sqs.send_message(QueueUrl=env["UPLOADS_QUEUE_URL"], MessageBody="s3 notification")
+    [message] = aws.sqs.receive_message(QueueUrl=env["UPLOADS_QUEUE_URL"], VisibilityTimeout=0)["Messages"]
+    batch = object_created_batch(aws.bucket, "incoming/cat.png", message["MessageId"], message["ReceiptHandle"])
+    # When the batch is handled
+    response = submit.handler(batch, LambdaContext())
+    # Then the record is reported failed, kept RECEIVED, and its next delivery is pushed out
+    assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    [item] = aws.dynamodb.scan(TableName=aws.table)["Items"]
+    assert item["status"]["S"] == "RECEIVED" and item["last_error"]["M"]["code"]["S"] == "PROVIDER_UNAVAILABLE"
+    assert aws.sqs.receive_message(QueueUrl=env["UPLOADS_QUEUE_URL"]).get("Messages", []) == []
+
+
+@pytest.fixture
+def waiting_task(aws: Aws) -> Task:
+    store = TaskStore(aws.dynamodb, aws.table)
+    now = time.time()
+    task = Task(task_id="e0d8575b-dd40-521c-9dd8-6afde163ee90", status=TaskStatus.RECEIVED, received_at=now,
+                updated_at=now, source=SourceObject(bucket=aws.bucket, key="incoming/cat.png"),
+                provider=ProviderRef(name="magnific"))
+    store.create(task, lease_until=now + 60)
+    store.prepare_submission(task.task_id, source=task.source, options=task.options,
+                             token_hash=hash_token("good-token"), estimated_cost_usd=None, now=now)
+    done = store.mark_submitted(task.task_id, provider_task_id="p-1", now=now)
+    assert done is not None
+    return done
+
+
+def callback_event(task_id: str, token: str, body: bytes, secret: str = WEBHOOK_SECRET) -> dict[str, Any]:
+    request = event("apigw-callback-in-progress.json")
+    stamp = datetime.now(UTC)
+    request["pathParameters"] = {"task_id": task_id}
+    request["rawPath"] = request["requestContext"]["http"]["path"] = f"/callbacks/{task_id}"
+    request["queryStringParameters"] = {"token": token}
+    request["rawQueryString"] = f"token={token}"
+    request["body"] = body.decode()
+    request["headers"] |= {
+        "webhook-id": "msg_1", "webhook-timestamp": str(int(stamp.timestamp())),
+        "webhook-signature": Webhook(secret).sign("msg_1", stamp, body.decode()),
+    }
+    return request
+
+
+def test_callback_moves_a_task_to_running(env: dict[str, str], waiting_task: Task, aws: Aws) -> None:
+    import callback
+
+    body = b'{"task_id": "p-1", "status": "IN_PROGRESS", "generated": []}'
+    response = callback.handler(callback_event(waiting_task.task_id, "good-token", body), LambdaContext())
+    assert response["statusCode"] == 200 and json.loads(response["body"]) == {"outcome": "running"}
+    task = TaskStore(aws.dynamodb, aws.table).get(waiting_task.task_id)
+    assert task is not None and task.status is TaskStatus.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("task_id", "token", "secret"),
+    [
+        ("e0d8575b-dd40-521c-9dd8-6afde163ee90", "bad-token", WEBHOOK_SECRET),
+        ("e0d8575b-dd40-521c-9dd8-6afde163ee90", "good-token", "whsec_" + base64.b64encode(b"x" * 32).decode()),
+        ("00000000-0000-0000-0000-000000000000", "good-token", WEBHOOK_SECRET),
+    ],
+    ids=["wrong token", "forged signature", "unknown task"],
+)
+def test_forged_callbacks_get_401_and_change_nothing(env: dict[str, str], waiting_task: Task, aws: Aws,
+                                                     task_id: str, token: str, secret: str) -> None:
+    import callback
+
+    body = b'{"task_id": "p-1", "status": "COMPLETED", "generated": ["https://cdn.example.com/v.mp4"]}'
+    response = callback.handler(callback_event(task_id, token, body, secret), LambdaContext())
+    assert response["statusCode"] == 401 and json.loads(response["body"]) == {"message": "Unauthorized"}
+    assert TaskStore(aws.dynamodb, aws.table).get(waiting_task.task_id) == waiting_task
+
+
+def test_the_sample_callback_events_are_routed(env: dict[str, str]) -> None:
+    import callback
+
+    # The samples' tokens match no task: routed to the callback, and refused
+    for name in ("apigw-callback-created.json", "apigw-callback-in-progress.json",
+                 "apigw-callback-completed.json", "apigw-callback-failed.json"):
+        assert callback.handler(event(name), LambdaContext())["statusCode"] == 401
+
+
+def test_reconcile_runs_on_the_scheduled_event(env: dict[str, str], waiting_task: Task, aws: Aws,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import reconcile
+
+    # Given a task past its deadline
+    monkeypatch.setenv("TASK_DEADLINE_SECONDS", "60")
+    monkeypatch.setenv("RECONCILE_AFTER_SECONDS", "0")
+    store = TaskStore(aws.dynamodb, aws.table)
+    aws.dynamodb.update_item(TableName=aws.table, Key={"task_id": {"S": waiting_task.task_id}},
+                             UpdateExpression="SET received_at = :old", ExpressionAttributeValues={":old": {"N": "1"}})
+    # When the schedule fires
+    report = reconcile.handler(event("scheduled-reconcile.json"), LambdaContext())
+    # Then the task timed out and was announced
+    assert report == {"timed_out": 1}
+    task = store.get(waiting_task.task_id)
+    assert task is not None and task.status is TaskStatus.TIMED_OUT and task.notified_at is not None

@@ -1,0 +1,72 @@
+# Two commands matter: `make demo` runs the whole pipeline locally, `make test` runs every
+# test. Each installs what it needs (uv, the app's locked env, the lint tools' env).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(shell command -v $(PYTHON))
+
+UV := $(PYTHON) -m uv
+LAYER_REQUIREMENTS ?= layers/pipeline/requirements.txt
+VENV := .venv
+TOOLS := .venv-tools
+RUN := $(VENV)/bin/python
+
+.PHONY: demo test unit integration template check lint typecheck format layer-requirements build clean uv
+
+uv:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: pyproject.toml uv.lock | uv
+	$(UV) sync --frozen --quiet
+	touch $@
+
+$(TOOLS)/.synced: tools/requirements-tools.txt | uv
+	$(UV) venv --quiet --allow-existing $(TOOLS)
+	$(UV) pip install --quiet --python $(TOOLS)/bin/python -r tools/requirements-tools.txt
+	touch $@
+
+## demo: run the pipeline on this machine (moto + simulator); IMAGE=path PROMPT="..." optional
+demo: $(VENV)/.synced
+	$(RUN) -m local.demo $(if $(IMAGE),--image "$(IMAGE)") $(if $(PROMPT),--prompt "$(PROMPT)")
+
+## test: lint, type-check, then unit, template and integration tests
+test: $(VENV)/.synced $(TOOLS)/.synced check
+	$(RUN) -m pytest
+
+unit: $(VENV)/.synced
+	$(RUN) -m pytest tests/unit
+
+integration: $(VENV)/.synced
+	$(RUN) -m pytest tests/integration
+
+template: $(VENV)/.synced $(TOOLS)/.synced
+	$(RUN) -m pytest tests/template
+
+check: lint typecheck
+
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.synced
+	$(VENV)/bin/mypy
+
+format: $(VENV)/.synced
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## layer-requirements: regenerate the layer's requirements from uv.lock (never edit by hand)
+layer-requirements: | uv
+	$(UV) export --frozen --quiet --no-dev --no-default-groups --no-hashes --no-emit-project \
+		--no-emit-package botocore --no-emit-package jmespath --no-emit-package urllib3 \
+		--no-emit-package python-dateutil --no-emit-package six \
+		--output-file $(LAYER_REQUIREMENTS)
+
+## build: sam build (needs the AWS SAM CLI installed)
+build:
+	sam build
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache out

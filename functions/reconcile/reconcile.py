@@ -3,6 +3,7 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from i2v.entrypoints import run_reconcile
 from i2v.observability import logger, metrics, tracer
 

@@ -16,4 +16,4 @@ def client(service: str) -> Any:
     from botocore.config import Config
 
     config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
-    return boto3.client(service, config=config)  # type: ignore[call-overload]
+    return boto3.client(service, config=config)

@@ -61,3 +61,18 @@ def test_published_to_sns_with_filter_attributes(aws: Aws, status: TaskStatus) -
     assert body["status"] == status.value
     attributes = {k: v["Value"] for k, v in envelope["MessageAttributes"].items()}
     assert attributes == {"event_type": body["event_type"], "status": status.value, "provider": "magnific"}
+
+
+def test_the_documented_examples_match_the_messages_we_build() -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "notifications.md").read_text()
+    examples = [json.loads(block) for block in re.findall(r"```json\n(\{.*?\})\n```", doc, flags=re.S)]
+    messages = [m for m in examples if "event_id" in m]
+    assert {m["status"] for m in messages} == {"SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT"}
+    for documented in messages:
+        built = build_message(finished(TaskStatus(documented["status"])))
+        assert documented.keys() == built.keys()
+        for section in ("source", "timings", "options", "provider"):
+            assert documented[section].keys() == built[section].keys()

@@ -1,0 +1,554 @@
+"""Image validation from the head of the file, checked against what Pillow itself writes."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from i2v.errors import InvalidImage
+from i2v.media.image import (
+    HEAD_BYTES,
+    MAX_FILE_BYTES,
+    MAX_HEAD_BYTES,
+    ImageInfo,
+    NeedMoreBytes,
+    check_provider_rules,
+    inspect_image,
+    read_image_info,
+)
+
+
+def encode(image_format: str, size: tuple[int, int], mode: str = "RGB", **save_options: Any) -> bytes:
+    image = Image.new(mode, size, color=(10, 120, 200, 255)[: len(mode)] if mode != "L" else 90)
+    output = io.BytesIO()
+    image.save(output, format=image_format, **save_options)
+    return output.getvalue()
+
+
+def noise_jpeg(size: tuple[int, int], quality: int = 95) -> bytes:
+    """A JPEG that stays big: random pixels do not compress."""
+    image = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
+    output = io.BytesIO()
+    image.save(output, format="JPEG", quality=quality)
+    return output.getvalue()
+
+
+def with_app_segments(jpeg: bytes, total_bytes: int, marker: int = 0xED) -> bytes:
+    """The JPEG with APPn segments of `total_bytes` in all inserted right after SOI."""
+    segments = b""
+    while total_bytes > 0:
+        payload = min(total_bytes, 65_000)
+        segments += bytes([0xFF, marker]) + struct.pack(">H", payload + 2) + b"\x00" * payload
+        total_bytes -= payload
+    return jpeg[:2] + segments + jpeg[2:]
+
+
+def pillow_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+class CountingReader:
+    """An in-memory stand-in for an S3 ranged GET that counts what it hands out."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.bytes_read = 0
+        self.calls = 0
+
+    def __call__(self, start: int, end_inclusive: int) -> bytes:
+        chunk = self.data[start : end_inclusive + 1]
+        self.bytes_read += len(chunk)
+        self.calls += 1
+        return chunk
+
+
+def error_code(excinfo: pytest.ExceptionInfo[InvalidImage]) -> str:
+    return excinfo.value.code
+
+
+def translucent_webp(size: tuple[int, int]) -> bytes:
+    """A lossy WEBP with real transparency, which Pillow writes as VP8X + ALPH + VP8."""
+    image = Image.new("RGBA", size, (10, 120, 200, 255))
+    image.paste((0, 0, 0, 0), (0, 0, size[0] // 2, size[1] // 2))
+    output = io.BytesIO()
+    image.save(output, format="WEBP", quality=80)
+    return output.getvalue()
+
+
+def animated_webp(size: tuple[int, int]) -> bytes:
+    frames = [Image.new("RGB", size, (shade, 0, 0)) for shade in (0, 120, 240)]
+    output = io.BytesIO()
+    frames[0].save(output, format="WEBP", save_all=True, append_images=frames[1:], duration=100)
+    return output.getvalue()
+
+
+# --- real files -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected_format", "expected_chunk"),
+    [
+        pytest.param(encode("JPEG", (640, 480)), "jpeg", None, id="jpeg-baseline"),
+        pytest.param(encode("JPEG", (1203, 517), progressive=True), "jpeg", None, id="jpeg-progressive"),
+        pytest.param(encode("JPEG", (333, 777), mode="L"), "jpeg", None, id="jpeg-grey"),
+        pytest.param(encode("PNG", (800, 321)), "png", None, id="png"),
+        pytest.param(encode("PNG", (301, 640), mode="RGBA"), "png", None, id="png-alpha"),
+        pytest.param(encode("BMP", (640, 480)), "bmp", None, id="bmp"),
+        pytest.param(encode("BMP", (401, 303), mode="L"), "bmp", None, id="bmp-grey"),
+        pytest.param(encode("WEBP", (641, 479), quality=80), "webp", b"VP8 ", id="webp-lossy"),
+        pytest.param(encode("WEBP", (1001, 999), lossless=True), "webp", b"VP8L", id="webp-lossless"),
+        pytest.param(translucent_webp((513, 1025)), "webp", b"VP8X", id="webp-alpha"),
+        pytest.param(animated_webp((777, 333)), "webp", b"VP8X", id="webp-animated"),
+    ],
+)
+def test_inspect_image_reads_the_size_pillow_wrote(
+    data: bytes, expected_format: str, expected_chunk: bytes | None
+) -> None:
+    # Given a real file as Pillow writes it
+    if expected_chunk is not None:
+        assert data[12:16] == expected_chunk, "the fixture must exercise this WEBP chunk"
+
+    # When only its head is inspected
+    info = inspect_image(data[:HEAD_BYTES])
+
+    # Then format and size are what Pillow reads from the whole file
+    assert info.format == expected_format
+    assert (info.width, info.height) == pillow_size(data)
+
+
+def test_read_image_info_reads_only_the_head_of_a_big_image() -> None:
+    # Given a JPEG of well over a megabyte
+    data = noise_jpeg((1600, 1200))
+    assert len(data) > 8 * HEAD_BYTES
+    reader = CountingReader(data)
+
+    # When its info is read
+    info = read_image_info(reader, len(data))
+
+    # Then one ranged read of the head sufficed
+    assert info == ImageInfo(format="jpeg", width=1600, height=1200)
+    assert (reader.calls, reader.bytes_read) == (1, HEAD_BYTES)
+
+
+def test_read_image_info_reads_further_when_metadata_pushes_the_frame_header_out() -> None:
+    # Given a big JPEG whose frame header lies after ~100 KiB of APP segments
+    data = with_app_segments(noise_jpeg((1024, 768)), 100 * 1024)
+    assert pillow_size(data) == (1024, 768)
+    assert len(data) > 4 * HEAD_BYTES
+    reader = CountingReader(data)
+
+    # When its info is read
+    info = read_image_info(reader, len(data))
+
+    # Then the head grew past the metadata, and no further than twice the first read
+    assert (info.width, info.height) == (1024, 768)
+    assert HEAD_BYTES < reader.bytes_read <= 2 * HEAD_BYTES
+
+
+def test_read_image_info_gives_up_when_metadata_exceeds_the_head_cap() -> None:
+    # Given a JPEG with more metadata before its frame header than the cap allows
+    data = with_app_segments(encode("JPEG", (640, 480)), MAX_HEAD_BYTES + 1000)
+    reader = CountingReader(data)
+
+    # When its info is read
+    with pytest.raises(InvalidImage) as excinfo:
+        read_image_info(reader, len(data))
+
+    # Then it is refused without reading past the cap
+    assert error_code(excinfo) == "IMAGE_HEADER_TOO_LARGE"
+    assert reader.bytes_read <= MAX_HEAD_BYTES
+
+
+def test_read_image_info_reads_a_small_file_once_and_whole() -> None:
+    # Given a file smaller than the head size
+    data = encode("PNG", (400, 400))
+    reader = CountingReader(data)
+
+    # When its info is read
+    info = read_image_info(reader, len(data))
+
+    # Then one read of exactly its size sufficed
+    assert info == ImageInfo(format="png", width=400, height=400)
+    assert (reader.calls, reader.bytes_read) == (1, len(data))
+
+
+def test_read_image_info_of_an_empty_file_reads_nothing() -> None:
+    # Given a zero-byte upload
+    reader = CountingReader(b"")
+
+    # When its info is read
+    with pytest.raises(InvalidImage) as excinfo:
+        read_image_info(reader, 0)
+
+    # Then it is refused as empty without any read
+    assert error_code(excinfo) == "EMPTY_IMAGE"
+    assert "empty" in excinfo.value.message
+    assert reader.calls == 0
+
+
+@pytest.mark.parametrize("cut", [2, 11, 20, 100], ids=lambda cut: f"{cut}-bytes")
+def test_read_image_info_of_a_truncated_jpeg_is_corrupt(cut: int) -> None:
+    # Given a JPEG whose file ends inside its header (DQT segments come before SOF)
+    data = encode("JPEG", (640, 480))[:cut]
+
+    # When its info is read
+    with pytest.raises(InvalidImage) as excinfo:
+        read_image_info(CountingReader(data), len(data))
+
+    # Then it is corrupt, not a format question
+    assert error_code(excinfo) == "CORRUPT_IMAGE"
+
+
+def test_read_image_info_when_the_object_is_shorter_than_stated() -> None:
+    # Given a reader whose object ends before the size it was said to have
+    data = with_app_segments(encode("JPEG", (640, 480)), 100 * 1024)
+    reader = CountingReader(data[:HEAD_BYTES])
+
+    # When its info is read
+    with pytest.raises(InvalidImage) as excinfo:
+        read_image_info(reader, len(data))
+
+    # Then it is corrupt rather than a loop
+    assert error_code(excinfo) == "CORRUPT_IMAGE"
+
+
+# --- provider rules on real files ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "expected_code"),
+    [
+        ((300, 300), None),
+        ((299, 300), "IMAGE_TOO_SMALL"),
+        ((300, 299), "IMAGE_TOO_SMALL"),
+        ((750, 300), None),
+        ((300, 750), None),
+        ((753, 300), "BAD_ASPECT_RATIO"),
+        ((300, 753), "BAD_ASPECT_RATIO"),
+    ],
+    ids=lambda value: "x".join(map(str, value)) if isinstance(value, tuple) else str(value),
+)
+def test_provider_rules_at_the_boundaries(size: tuple[int, int], expected_code: str | None) -> None:
+    # Given a real PNG of that size
+    data = encode("PNG", size)
+    info = read_image_info(CountingReader(data), len(data))
+
+    # When the provider's rules are checked
+    if expected_code is None:
+        check_provider_rules(info, len(data))
+        return
+    with pytest.raises(InvalidImage) as excinfo:
+        check_provider_rules(info, len(data))
+
+    # Then the refusal names the rule and the numbers
+    assert error_code(excinfo) == expected_code
+    assert f"{size[0]}x{size[1]} px" in excinfo.value.message
+
+
+def test_too_small_message_says_what_is_needed() -> None:
+    # Given a 200x800 image
+    info = ImageInfo(format="png", width=200, height=800)
+
+    # When the rules are checked
+    with pytest.raises(InvalidImage) as excinfo:
+        check_provider_rules(info, 1000)
+
+    # Then the message gives both sizes and the minimum
+    assert excinfo.value.message == "image is 200x800 px; each side must be at least 300 px"
+
+
+def test_bad_ratio_message_gives_the_ratio() -> None:
+    # Given an image 2.51 times as wide as high
+    info = ImageInfo(format="jpeg", width=753, height=300)
+
+    # When the rules are checked
+    with pytest.raises(InvalidImage) as excinfo:
+        check_provider_rules(info, 1000)
+
+    # Then the message gives the ratio and the allowed range
+    assert "2.51:1" in excinfo.value.message
+    assert "between 1:2.5 and 2.5:1" in excinfo.value.message
+
+
+@pytest.mark.parametrize(
+    ("size", "expected_code"),
+    [(MAX_FILE_BYTES, None), (MAX_FILE_BYTES + 1, "IMAGE_TOO_LARGE")],
+    ids=["exactly-10-MiB", "one-byte-more"],
+)
+def test_file_size_limit(size: int, expected_code: str | None) -> None:
+    # Given a valid image of that many bytes
+    info = ImageInfo(format="jpeg", width=1920, height=1080)
+
+    # When the rules are checked
+    if expected_code is None:
+        check_provider_rules(info, size)
+        return
+    with pytest.raises(InvalidImage) as excinfo:
+        check_provider_rules(info, size)
+
+    # Then the refusal gives the size and the limit
+    assert error_code(excinfo) == expected_code
+    assert str(size) in excinfo.value.message
+    assert str(MAX_FILE_BYTES) in excinfo.value.message
+
+
+# --- formats that are not accepted ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "detected"),
+    [
+        pytest.param(encode("GIF", (400, 400)), "detected GIF", id="gif"),
+        pytest.param(encode("TIFF", (400, 400)), "detected TIFF", id="tiff"),
+        pytest.param(encode("PDF", (400, 400)), "detected PDF", id="pdf"),
+        pytest.param(encode("AVIF", (400, 400)), "detected AVIF", id="avif"),
+        pytest.param(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "detected HEIC/HEIF", id="heic"),
+        pytest.param(b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00", "ISO media", id="mp4"),
+        pytest.param(
+            b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>',
+            "detected SVG",
+            id="svg",
+        ),
+        pytest.param(b"<!DOCTYPE html><html><body>hi</body></html>", "detected HTML", id="html"),
+        pytest.param("a photo of my cat, caf\u00e9\n".encode(), "plain text", id="text"),
+        pytest.param(b"RIFF\x24\x00\x00\x00WAVEfmt ", "RIFF 'WAVE'", id="wav"),
+        pytest.param(bytes(range(200, 256)) * 4, "not recognised", id="binary"),
+    ],
+)
+def test_unsupported_formats_are_named(data: bytes, detected: str) -> None:
+    # Given a file that is not JPEG, PNG, BMP or WEBP
+    # When it is inspected
+    with pytest.raises(InvalidImage) as excinfo:
+        inspect_image(data)
+
+    # Then the refusal says what it is and what to use instead
+    assert error_code(excinfo) == "UNSUPPORTED_FORMAT"
+    assert detected in excinfo.value.message
+    assert excinfo.value.message.endswith("use JPEG, PNG, BMP or WEBP")
+
+
+def test_gif_message_in_full() -> None:
+    # Given a GIF
+    data = encode("GIF", (400, 400))
+
+    # When it is inspected
+    with pytest.raises(InvalidImage) as excinfo:
+        inspect_image(data)
+
+    # Then the message is the one a user reads
+    assert excinfo.value.message == ("not a supported image: detected GIF; use JPEG, PNG, BMP or WEBP")
+
+
+def test_format_comes_from_the_bytes_not_the_name() -> None:
+    # Given a PNG's bytes and a JPEG's bytes, whatever their files were called
+    png, jpeg = encode("PNG", (400, 300)), encode("JPEG", (400, 300))
+
+    # When they are inspected
+    # Then each is what its bytes say
+    assert inspect_image(png).format == "png"
+    assert inspect_image(jpeg).format == "jpeg"
+
+
+# --- headers built by hand: the parsers' corners --------------------------------------------
+
+
+def jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def sof_payload(width: int, height: int) -> bytes:
+    return bytes([8]) + struct.pack(">HH", height, width) + b"\x03\x01\x22\x00"
+
+
+@pytest.mark.parametrize("marker", [0xC4, 0xC8, 0xCC], ids=["DHT", "JPG", "DAC"])
+def test_jpeg_segments_in_the_sof_range_that_are_not_frames_are_skipped(marker: int) -> None:
+    # Given a JPEG head where a DHT/JPG/DAC segment, shaped like a frame header, comes first
+    head = (
+        b"\xff\xd8"
+        + jpeg_segment(marker, sof_payload(width=1, height=1))
+        + jpeg_segment(0xC2, sof_payload(width=640, height=480))
+    )
+
+    # When it is inspected
+    info = inspect_image(head)
+
+    # Then the size comes from the real frame header
+    assert (info.width, info.height) == (640, 480)
+
+
+@pytest.mark.parametrize("sof_marker", [0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC7, 0xC9, 0xCB, 0xCD, 0xCF])
+def test_every_jpeg_frame_type_gives_the_size(sof_marker: int) -> None:
+    # Given a JPEG head with that frame header
+    head = (
+        b"\xff\xd8"
+        + jpeg_segment(0xE0, b"JFIF\x00")
+        + jpeg_segment(sof_marker, sof_payload(width=1234, height=567))
+    )
+
+    # When it is inspected
+    info = inspect_image(head)
+
+    # Then the size is read height first, big-endian
+    assert (info.width, info.height) == (1234, 567)
+
+
+def test_jpeg_fill_bytes_and_standalone_markers_are_skipped() -> None:
+    # Given a JPEG head with 0xFF fill bytes before markers and TEM/RST markers between segments
+    head = (
+        b"\xff\xd8"
+        + b"\xff\xff\xff"
+        + jpeg_segment(0xE1, b"Exif\x00\x00" + b"\x00" * 50)
+        + b"\xff\x01"
+        + b"\xff\xd3"
+        + b"\xff\xff"
+        + jpeg_segment(0xC0, sof_payload(width=800, height=600))
+    )
+
+    # When it is inspected
+    info = inspect_image(head)
+
+    # Then the frame header is found
+    assert (info.width, info.height) == (800, 600)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 7 + b"garbage", id="no-marker"),
+        pytest.param(b"\xff\xd8" + jpeg_segment(0xDB, b"\x00" * 65) + b"\xff\xda\x00\x08", id="sos-first"),
+        pytest.param(b"\xff\xd8\xff\xd9", id="eoi-first"),
+        pytest.param(b"\xff\xd8\xff\xe0\x00\x01", id="bad-length"),
+        pytest.param(b"\xff\xd8" + jpeg_segment(0xC0, sof_payload(width=0, height=480)), id="zero-width"),
+    ],
+)
+def test_malformed_jpeg_headers_are_corrupt(head: bytes) -> None:
+    # Given a JPEG head that breaks the marker structure
+    # When it is inspected
+    with pytest.raises(InvalidImage) as excinfo:
+        inspect_image(head)
+
+    # Then it is corrupt
+    assert error_code(excinfo) == "CORRUPT_IMAGE"
+
+
+def test_a_short_head_asks_for_more_bytes() -> None:
+    # Given the first bytes of a JPEG whose first segment runs past them
+    head = b"\xff\xd8" + jpeg_segment(0xE1, b"\x00" * 5000)[:100]
+
+    # When it is inspected
+    with pytest.raises(NeedMoreBytes) as excinfo:
+        inspect_image(head)
+
+    # Then it asks for the byte after that segment, and is itself an InvalidImage
+    assert excinfo.value.needed == len(b"\xff\xd8") + len(jpeg_segment(0xE1, b"\x00" * 5000)) + 1
+    assert isinstance(excinfo.value, InvalidImage)
+
+
+def test_png_must_start_with_ihdr() -> None:
+    # Given a PNG whose first chunk is not IHDR
+    png = encode("PNG", (400, 400))
+    broken = png[:12] + b"gAMA" + png[16:]
+
+    # When it is inspected
+    with pytest.raises(InvalidImage) as excinfo:
+        inspect_image(broken)
+
+    # Then it is corrupt
+    assert error_code(excinfo) == "CORRUPT_IMAGE"
+
+
+def test_png_cut_inside_ihdr_needs_more_bytes() -> None:
+    # Given the first 20 bytes of a PNG
+    head = encode("PNG", (400, 400))[:20]
+
+    # When it is inspected
+    with pytest.raises(NeedMoreBytes) as excinfo:
+        inspect_image(head)
+
+    # Then the IHDR end is what is needed
+    assert excinfo.value.needed == 24
+
+
+def test_top_down_bmp_has_a_positive_height() -> None:
+    # Given a BMP marked top-down (negative height)
+    bmp = bytearray(encode("BMP", (500, 400)))
+    bmp[22:26] = struct.pack("<i", -400)
+
+    # When it is inspected
+    info = inspect_image(bytes(bmp))
+
+    # Then the height is its absolute value
+    assert (info.width, info.height) == (500, 400)
+
+
+def test_os2_core_header_bmp() -> None:
+    # Given a BMP with a 12-byte BITMAPCOREHEADER (16-bit width and height)
+    head = b"BM" + b"\x00" * 12 + struct.pack("<IHHHH", 12, 640, 360, 1, 24)
+
+    # When it is inspected
+    info = inspect_image(head)
+
+    # Then the 16-bit fields are read
+    assert (info.format, info.width, info.height) == ("bmp", 640, 360)
+
+
+def test_bmp_with_an_unknown_header_size_is_corrupt() -> None:
+    # Given "BM" followed by a DIB header size no BMP uses
+    head = b"BM" + b"\x00" * 12 + struct.pack("<I", 20) + b"\x00" * 20
+
+    # When it is inspected
+    with pytest.raises(InvalidImage) as excinfo:
+        inspect_image(head)
+
+    # Then it is corrupt
+    assert error_code(excinfo) == "CORRUPT_IMAGE"
+
+
+def test_webp_lossy_scale_bits_are_masked() -> None:
+    # Given a lossy WEBP whose width and height fields carry upscaling bits
+    webp = bytearray(encode("WEBP", (641, 479), quality=80))
+    webp[26:28] = struct.pack("<H", 641 | 0x8000)
+    webp[28:30] = struct.pack("<H", 479 | 0x4000)
+
+    # When it is inspected
+    info = inspect_image(bytes(webp))
+
+    # Then the scale bits do not leak into the size
+    assert (info.width, info.height) == (641, 479)
+
+
+@pytest.mark.parametrize(
+    ("offset", "replacement"),
+    [(23, b"\x00\x00\x00"), (12, b"ALPH")],
+    ids=["vp8-without-start-code", "unknown-first-chunk"],
+)
+def test_malformed_webp_is_corrupt(offset: int, replacement: bytes) -> None:
+    # Given a lossy WEBP with a broken frame
+    webp = bytearray(encode("WEBP", (641, 479), quality=80))
+    webp[offset : offset + len(replacement)] = replacement
+
+    # When it is inspected
+    with pytest.raises(InvalidImage) as excinfo:
+        inspect_image(bytes(webp))
+
+    # Then it is corrupt
+    assert error_code(excinfo) == "CORRUPT_IMAGE"
+
+
+def test_webp_lossless_without_signature_is_corrupt() -> None:
+    # Given a lossless WEBP whose signature byte is wrong
+    webp = bytearray(encode("WEBP", (400, 400), lossless=True))
+    webp[20] = 0x00
+
+    # When it is inspected
+    with pytest.raises(InvalidImage) as excinfo:
+        inspect_image(bytes(webp))
+
+    # Then it is corrupt
+    assert error_code(excinfo) == "CORRUPT_IMAGE"

@@ -8,19 +8,24 @@ from collections.abc import Iterator
 import pytest
 
 # Set before anything imports boto3 or Powertools. Tests never reach real AWS: moto
-# intercepts in-process, and the local stack points at moto's server on loopback.
-for name, value in {
+# intercepts in-process, and the local stack points at moto's server on loopback. Only
+# the opt-in e2e suite (E2E_STACK_NAME set) keeps the caller's real credentials.
+FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
+}
+if not os.environ.get("E2E_STACK_NAME"):
+    os.environ.update(FAKE_CREDENTIALS)
+    os.environ.pop("AWS_PROFILE", None)
+for name, value in {
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_SERVICE_NAME": "happyhorse-i2v-test",
     "POWERTOOLS_METRICS_NAMESPACE": "HappyHorseI2VTest",
     "POWERTOOLS_DEV": "false",
 }.items():
     os.environ[name] = value
-os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
 

@@ -21,11 +21,14 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def outputs() -> dict[str, str]:
+def session() -> Any:
     import boto3
 
-    # The test-wide fake credentials must not hide the real ones here.
-    session = boto3.Session(profile_name=os.environ.get("E2E_AWS_PROFILE"))
+    return boto3.Session()
+
+
+@pytest.fixture(scope="module")
+def outputs(session: Any) -> dict[str, str]:
     stack = session.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
     return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
 
@@ -44,12 +47,10 @@ def wait_for_status(table: Any, key: str, bucket: str, want: str, timeout: float
     raise AssertionError(f"{key} did not reach {want} within {timeout} s")
 
 
-def test_a_non_image_is_rejected_with_its_reason(outputs: dict[str, str]) -> None:
-    import boto3
-
+def test_a_non_image_is_rejected_with_its_reason(session: Any, outputs: dict[str, str]) -> None:
     key = f"incoming/e2e/{uuid.uuid4()}.jpg"
-    boto3.client("s3").put_object(Bucket=outputs["BucketName"], Key=key, Body=b"not an image")
-    table = boto3.resource("dynamodb").Table(outputs["TableName"])
+    session.client("s3").put_object(Bucket=outputs["BucketName"], Key=key, Body=b"not an image")
+    table = session.resource("dynamodb").Table(outputs["TableName"])
     item = wait_for_status(table, key, outputs["BucketName"], "REJECTED")
     assert item["error"]["code"] == "UNSUPPORTED_FORMAT"
 

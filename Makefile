@@ -24,7 +24,7 @@ $(VENV)/.synced: pyproject.toml uv.lock | uv
 
 $(TOOLS)/.synced: tools/requirements-tools.txt | uv
 	$(UV) venv --quiet --allow-existing $(TOOLS)
-	$(UV) pip install --quiet --python $(TOOLS)/bin/python -r tools/requirements-tools.txt
+	$(UV) pip sync --quiet --python $(TOOLS)/bin/python tools/requirements-tools.txt
 	touch $@
 
 ## demo: run the pipeline on this machine (moto + simulator); IMAGE=path PROMPT="..." optional

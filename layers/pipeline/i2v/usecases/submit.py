@@ -83,7 +83,7 @@ class SubmitConfig:
     incoming_prefix: str
     webhook_base_url: str
     presign_expiry_seconds: int
-    submit_lease_seconds: int = 120
+    submit_lease_seconds: int = 180  # longer than the submit function may run
 
 
 def hash_token(token: str) -> str:

@@ -21,9 +21,24 @@ _LONG_FORMS = {
     **{
         name: f"Fn::{name}"
         for name in (
-            "And", "Base64", "Cidr", "Equals", "FindInMap", "GetAtt", "GetAZs", "If",
-            "ImportValue", "Join", "Length", "Not", "Or", "Select", "Split", "Sub",
-            "ToJsonString", "Transform",
+            "And",
+            "Base64",
+            "Cidr",
+            "Equals",
+            "FindInMap",
+            "GetAtt",
+            "GetAZs",
+            "If",
+            "ImportValue",
+            "Join",
+            "Length",
+            "Not",
+            "Or",
+            "Select",
+            "Split",
+            "Sub",
+            "ToJsonString",
+            "Transform",
         )
     },
 }

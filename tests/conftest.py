@@ -33,6 +33,7 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 def fresh_process_caches() -> Iterator[None]:
     """Each test gets its own settings, clients and cached secrets, like a cold start."""
     from aws_lambda_powertools.utilities import parameters
+
     from i2v import aws, config, wiring
 
     def clear() -> None:

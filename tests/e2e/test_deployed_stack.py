@@ -16,7 +16,9 @@ import pytest
 STACK = os.environ.get("E2E_STACK_NAME")
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not STACK, reason="set E2E_STACK_NAME (and AWS credentials) to run against a deployed stack"),
+    pytest.mark.skipif(
+        not STACK, reason="set E2E_STACK_NAME (and AWS credentials) to run against a deployed stack"
+    ),
 ]
 
 

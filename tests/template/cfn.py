@@ -115,7 +115,7 @@ def find_cycle(resources: Mapping[str, Any]) -> list[str] | None:
 
     def visit(node: str, path: list[str]) -> list[str] | None:
         if node in path:
-            return [*path[path.index(node):], node]
+            return [*path[path.index(node) :], node]
         if node in done:
             return None
         for needed in sorted(graph.get(node, ())):

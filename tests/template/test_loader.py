@@ -18,7 +18,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_short_tags_become_their_long_form(tmp_path: Path) -> None:
     # Given a template using short tags, nested, in scalar, sequence and mapping form
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 Conditions:
   IsProd: !Equals [!Ref Env, prod]
   NotProd: !Not [!Condition IsProd]
@@ -33,7 +35,8 @@ Resources:
         - "arn:${Partition}:s3:::${Name}"
         - Name: !Ref Bucket
       Maybe: !If [IsProd, !Base64 "x", !Ref AWS::NoValue]
-""")
+""",
+    )
 
     # When it is loaded
     template = load_template(path)
@@ -49,12 +52,8 @@ Resources:
     }
     assert properties["Arn"] == properties["ArnList"] == {"Fn::GetAtt": ["Queue", "Arn"]}
     assert properties["Url"] == {"Fn::Sub": "https://${Api}.example.com"}
-    assert properties["Mapped"] == {
-        "Fn::Sub": ["arn:${Partition}:s3:::${Name}", {"Name": {"Ref": "Bucket"}}]
-    }
-    assert properties["Maybe"] == {
-        "Fn::If": ["IsProd", {"Fn::Base64": "x"}, {"Ref": "AWS::NoValue"}]
-    }
+    assert properties["Mapped"] == {"Fn::Sub": ["arn:${Partition}:s3:::${Name}", {"Name": {"Ref": "Bucket"}}]}
+    assert properties["Maybe"] == {"Fn::If": ["IsProd", {"Fn::Base64": "x"}, {"Ref": "AWS::NoValue"}]}
 
 
 def test_dates_stay_strings_as_cloudformation_reads_them(tmp_path: Path) -> None:

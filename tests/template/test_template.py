@@ -478,9 +478,7 @@ def test_environment_with_default_parameters_loads_as_settings(
 
 
 @pytest.mark.parametrize("logical_id", ["CallbackFunction", "ReconcileFunction"])
-def test_a_download_ends_before_its_function_and_its_lease(
-    template: dict[str, Any], logical_id: str
-) -> None:
+def test_a_download_ends_before_its_function_and_its_lease(template: dict[str, Any], logical_id: str) -> None:
     # Given a function that downloads videos, with default parameters
     env = {
         name: resolve_with_defaults(template, value)
@@ -546,12 +544,20 @@ def test_only_submit_gets_the_webhook_base_url_of_the_default_stage(template: di
 
 SECRET_GRANTS = {
     name: {
-        ("secretsmanager:GetSecretValue",
-         sub(f"arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:${{{name}}}-??????")),
-        ("ssm:GetParameter",
-         sub(f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter${{{name}}}")),
-        ("ssm:GetParameter",
-         sub(f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter/${{{name}}}")),
+        (
+            "secretsmanager:GetSecretValue",
+            sub(
+                f"arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:${{{name}}}-??????"
+            ),
+        ),
+        (
+            "ssm:GetParameter",
+            sub(f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter${{{name}}}"),
+        ),
+        (
+            "ssm:GetParameter",
+            sub(f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter/${{{name}}}"),
+        ),
         ("kms:Decrypt", sub("arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*")),
     }
     for name in ("ApiKeySecretName", "WebhookSecretName")
@@ -588,9 +594,7 @@ EXPECTED_GRANTS = {
 
 
 @pytest.mark.parametrize("logical_id", FUNCTIONS)
-def test_function_is_granted_exactly_what_its_step_needs(
-    template: dict[str, Any], logical_id: str
-) -> None:
+def test_function_is_granted_exactly_what_its_step_needs(template: dict[str, Any], logical_id: str) -> None:
     # Given everything a function's inline policies allow (both secret stores)
     granted = grants(template, logical_id)
 
@@ -611,16 +615,12 @@ def test_secret_access_follows_the_secret_store(template: dict[str, Any], logica
     [statement] = conditional
     condition, when_secrets_manager, when_ssm = statement["Fn::If"]
     assert condition == "UseSecretsManager"
-    assert template["Conditions"][condition] == {
-        "Fn::Equals": [{"Ref": "SecretStore"}, "secretsmanager"]
-    }
+    assert template["Conditions"][condition] == {"Fn::Equals": [{"Ref": "SecretStore"}, "secretsmanager"]}
     assert when_secrets_manager["Action"] == "secretsmanager:GetSecretValue"
     assert when_ssm["Action"] == "ssm:GetParameter"
     # And keys are usable only through the chosen store
     assert decrypt["Condition"] == {
-        "StringEquals": {
-            "kms:ViaService": {"Fn::Sub": "${SecretStore}.${AWS::Region}.${AWS::URLSuffix}"}
-        }
+        "StringEquals": {"kms:ViaService": {"Fn::Sub": "${SecretStore}.${AWS::Region}.${AWS::URLSuffix}"}}
     }
 
 
@@ -629,8 +629,12 @@ def test_no_statement_reaches_beyond_the_stack(template: dict[str, Any]) -> None
     statements = [s for f in FUNCTIONS for s in policy_statements(template, f)]
     known = {**template["Resources"], **template["Parameters"]}
     allowed = {
-        "TasksTable", "MediaBucket", "NotificationsTopic", "UploadsQueue",
-        "ApiKeySecretName", "WebhookSecretName",
+        "TasksTable",
+        "MediaBucket",
+        "NotificationsTopic",
+        "UploadsQueue",
+        "ApiKeySecretName",
+        "WebhookSecretName",
     }
 
     for statement in statements:

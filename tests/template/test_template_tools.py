@@ -49,9 +49,7 @@ def test_cycle_finder_sees_the_cycle_an_api_url_on_its_own_handler_would_make() 
     # Given a function whose environment names the API that invokes it
     resources = {
         "Api": {"Properties": {"Target": {"Fn::Sub": "arn:${Handler.Arn}/invocations"}}},
-        "Handler": {
-            "Properties": {"Url": {"Fn::Sub": "https://${Api}.execute-api.${AWS::Region}"}}
-        },
+        "Handler": {"Properties": {"Url": {"Fn::Sub": "https://${Api}.execute-api.${AWS::Region}"}}},
         "Logs": {"DependsOn": "Handler", "Properties": {}},
     }
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import boto3
 import pytest
-from i2v.tasks.store import TaskStore
 from moto import mock_aws
 
+from i2v.tasks.store import TaskStore
 from tests.support.aws import create_tasks_table, create_topic_tap
 from tests.support.fakes import Clock, FakeProvider, FakeVideoFetcher, Notifications, RecordingMetrics
 

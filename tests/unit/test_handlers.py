@@ -45,10 +45,15 @@ def env(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     secrets.create_secret(Name="happyhorse/webhook-secret", SecretString=WEBHOOK_SECRET)
     queue_url = aws.sqs.create_queue(QueueName="uploads")["QueueUrl"]
     values = {
-        "TABLE_NAME": aws.table, "BUCKET_NAME": aws.bucket, "TOPIC_ARN": aws.topic_arn,
-        "UPLOADS_QUEUE_URL": queue_url, "API_KEY_SECRET_NAME": "happyhorse/api-key",
-        "WEBHOOK_SECRET_NAME": "happyhorse/webhook-secret", "WEBHOOK_BASE_URL": "https://hooks.example.com",
-        "PROVIDER_BASE_URL": f"http://127.0.0.1:{closed_port()}", "PROVIDER_TIMEOUT_SECONDS": "2",
+        "TABLE_NAME": aws.table,
+        "BUCKET_NAME": aws.bucket,
+        "TOPIC_ARN": aws.topic_arn,
+        "UPLOADS_QUEUE_URL": queue_url,
+        "API_KEY_SECRET_NAME": "happyhorse/api-key",
+        "WEBHOOK_SECRET_NAME": "happyhorse/webhook-secret",
+        "WEBHOOK_BASE_URL": "https://hooks.example.com",
+        "PROVIDER_BASE_URL": f"http://127.0.0.1:{closed_port()}",
+        "PROVIDER_TIMEOUT_SECONDS": "2",
         "VIDEO_ALLOWED_HOSTS": ".example.com",
     }
     for name, value in values.items():
@@ -76,7 +81,9 @@ def test_submit_skips_the_s3_test_event_and_sidecars(env: dict[str, str]) -> Non
 def test_submit_rejects_a_bad_image_without_failing_the_batch(env: dict[str, str], aws: Aws) -> None:
     import submit
 
-    aws.s3.put_object(Bucket=aws.bucket, Key="incoming/my holiday/café.jpg", Body=b"<html>not an image</html>")
+    aws.s3.put_object(
+        Bucket=aws.bucket, Key="incoming/my holiday/café.jpg", Body=b"<html>not an image</html>"
+    )
     batch = object_created_batch(aws.bucket, "incoming/my+holiday/caf%C3%A9.jpg", "m-1", "r-1")
     assert submit.handler(batch, LambdaContext()) == {"batchItemFailures": []}
     [item] = aws.dynamodb.scan(TableName=aws.table)["Items"]
@@ -93,13 +100,17 @@ def test_submit_reports_a_provider_outage_as_a_batch_item_failure_and_delays_the
     aws.s3.put_object(Bucket=aws.bucket, Key="incoming/cat.png", Body=image_bytes())
     aws.sqs.send_message(QueueUrl=env["UPLOADS_QUEUE_URL"], MessageBody="s3 notification")
     [message] = aws.sqs.receive_message(QueueUrl=env["UPLOADS_QUEUE_URL"], VisibilityTimeout=0)["Messages"]
-    batch = object_created_batch(aws.bucket, "incoming/cat.png", message["MessageId"], message["ReceiptHandle"])
+    batch = object_created_batch(
+        aws.bucket, "incoming/cat.png", message["MessageId"], message["ReceiptHandle"]
+    )
     # When the batch is handled
     response = submit.handler(batch, LambdaContext())
     # Then the record is reported failed, kept RECEIVED, and its next delivery is pushed out
     assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
     [item] = aws.dynamodb.scan(TableName=aws.table)["Items"]
-    assert item["status"]["S"] == "RECEIVED" and item["last_error"]["M"]["code"]["S"] == "PROVIDER_UNAVAILABLE"
+    assert (
+        item["status"]["S"] == "RECEIVED" and item["last_error"]["M"]["code"]["S"] == "PROVIDER_UNAVAILABLE"
+    )
     assert aws.sqs.receive_message(QueueUrl=env["UPLOADS_QUEUE_URL"]).get("Messages", []) == []
 
 
@@ -107,12 +118,23 @@ def test_submit_reports_a_provider_outage_as_a_batch_item_failure_and_delays_the
 def waiting_task(aws: Aws) -> Task:
     store = TaskStore(aws.dynamodb, aws.table)
     now = time.time()
-    task = Task(task_id="e0d8575b-dd40-521c-9dd8-6afde163ee90", status=TaskStatus.RECEIVED, received_at=now,
-                updated_at=now, source=SourceObject(bucket=aws.bucket, key="incoming/cat.png"),
-                provider=ProviderRef(name="magnific"))
+    task = Task(
+        task_id="e0d8575b-dd40-521c-9dd8-6afde163ee90",
+        status=TaskStatus.RECEIVED,
+        received_at=now,
+        updated_at=now,
+        source=SourceObject(bucket=aws.bucket, key="incoming/cat.png"),
+        provider=ProviderRef(name="magnific"),
+    )
     store.create(task, lease_until=now + 60)
-    store.prepare_submission(task.task_id, source=task.source, options=task.options,
-                             token_hash=hash_token("good-token"), estimated_cost_usd=None, now=now)
+    store.prepare_submission(
+        task.task_id,
+        source=task.source,
+        options=task.options,
+        token_hash=hash_token("good-token"),
+        estimated_cost_usd=None,
+        now=now,
+    )
     done = store.mark_submitted(task.task_id, provider_task_id="p-1", now=now)
     assert done is not None
     return done
@@ -127,7 +149,8 @@ def callback_event(task_id: str, token: str, body: bytes, secret: str = WEBHOOK_
     request["rawQueryString"] = f"token={token}"
     request["body"] = body.decode()
     request["headers"] |= {
-        "webhook-id": "msg_1", "webhook-timestamp": str(int(stamp.timestamp())),
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(int(stamp.timestamp())),
         "webhook-signature": Webhook(secret).sign("msg_1", stamp, body.decode()),
     }
     return request
@@ -147,13 +170,18 @@ def test_callback_moves_a_task_to_running(env: dict[str, str], waiting_task: Tas
     ("task_id", "token", "secret"),
     [
         ("e0d8575b-dd40-521c-9dd8-6afde163ee90", "bad-token", WEBHOOK_SECRET),
-        ("e0d8575b-dd40-521c-9dd8-6afde163ee90", "good-token", "whsec_" + base64.b64encode(b"x" * 32).decode()),
+        (
+            "e0d8575b-dd40-521c-9dd8-6afde163ee90",
+            "good-token",
+            "whsec_" + base64.b64encode(b"x" * 32).decode(),
+        ),
         ("00000000-0000-0000-0000-000000000000", "good-token", WEBHOOK_SECRET),
     ],
     ids=["wrong token", "forged signature", "unknown task"],
 )
-def test_forged_callbacks_get_401_and_change_nothing(env: dict[str, str], waiting_task: Task, aws: Aws,
-                                                     task_id: str, token: str, secret: str) -> None:
+def test_forged_callbacks_get_401_and_change_nothing(
+    env: dict[str, str], waiting_task: Task, aws: Aws, task_id: str, token: str, secret: str
+) -> None:
     import callback
 
     body = b'{"task_id": "p-1", "status": "COMPLETED", "generated": ["https://cdn.example.com/v.mp4"]}'
@@ -166,21 +194,30 @@ def test_the_sample_callback_events_are_routed(env: dict[str, str]) -> None:
     import callback
 
     # The samples' tokens match no task: routed to the callback, and refused
-    for name in ("apigw-callback-created.json", "apigw-callback-in-progress.json",
-                 "apigw-callback-completed.json", "apigw-callback-failed.json"):
+    for name in (
+        "apigw-callback-created.json",
+        "apigw-callback-in-progress.json",
+        "apigw-callback-completed.json",
+        "apigw-callback-failed.json",
+    ):
         assert callback.handler(event(name), LambdaContext())["statusCode"] == 401
 
 
-def test_reconcile_runs_on_the_scheduled_event(env: dict[str, str], waiting_task: Task, aws: Aws,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reconcile_runs_on_the_scheduled_event(
+    env: dict[str, str], waiting_task: Task, aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import reconcile
 
     # Given a task past its deadline
     monkeypatch.setenv("TASK_DEADLINE_SECONDS", "60")
     monkeypatch.setenv("RECONCILE_AFTER_SECONDS", "0")
     store = TaskStore(aws.dynamodb, aws.table)
-    aws.dynamodb.update_item(TableName=aws.table, Key={"task_id": {"S": waiting_task.task_id}},
-                             UpdateExpression="SET received_at = :old", ExpressionAttributeValues={":old": {"N": "1"}})
+    aws.dynamodb.update_item(
+        TableName=aws.table,
+        Key={"task_id": {"S": waiting_task.task_id}},
+        UpdateExpression="SET received_at = :old",
+        ExpressionAttributeValues={":old": {"N": "1"}},
+    )
     # When the schedule fires
     report = reconcile.handler(event("scheduled-reconcile.json"), LambdaContext())
     # Then the task timed out and was announced

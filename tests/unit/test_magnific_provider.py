@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
+
 from i2v.domain import Options
 from i2v.errors import BadCallback, ProviderRejected, ProviderUnavailable, Unauthorized
 from i2v.providers.base import ProviderState, SubmitRequest
 from i2v.providers.magnific import MagnificProvider, webhook_key
-from standardwebhooks import Webhook
 
 WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
 

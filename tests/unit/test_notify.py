@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from i2v.domain import ErrorInfo, Options, ProviderRef, SourceObject, Task, TaskStatus, VideoObject
 from i2v.notify import SnsNotifier, build_message, event_id
-
 from tests.support.aws import published
 from tests.unit.conftest import Aws
 

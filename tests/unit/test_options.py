@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from i2v.domain import Options
 from i2v.errors import InvalidOptions
 from i2v.options import resolve_options

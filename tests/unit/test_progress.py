@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from i2v.domain import ProviderRef, SourceObject, Task, TaskStatus
 from i2v.errors import BadCallback, DownloadFailed, ProviderUnavailable, Unauthorized
 from i2v.providers.base import ProviderState, ProviderUpdate
@@ -13,7 +14,6 @@ from i2v.usecases.callback import CallbackRequest, handle_callback
 from i2v.usecases.progress import FinalizeConfig, UpdateOutcome, video_key
 from i2v.usecases.reconcile import ReconcileConfig, reconcile
 from i2v.usecases.submit import hash_token
-
 from tests.support.fakes import Clock, FakeProvider, FakeVideoFetcher, Notifications, RecordingMetrics
 
 FINALIZE = FinalizeConfig(

@@ -18,7 +18,9 @@ def test_layer_requirements_are_exported_from_the_lock(tmp_path: Path) -> None:
     exported = tmp_path / "requirements.txt"
     subprocess.run(
         ["make", "--no-print-directory", "-s", "layer-requirements", f"LAYER_REQUIREMENTS={exported}"],
-        cwd=ROOT, check=True, capture_output=True,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
     )
     committed = (ROOT / "layers" / "pipeline" / "requirements.txt").read_text()
     assert pins(exported.read_text()) == pins(committed), "run `make layer-requirements` and commit"

@@ -6,12 +6,12 @@ import json
 from typing import Any
 
 import pytest
+
 from i2v.domain import Options, TaskStatus, derive_task_id
 from i2v.errors import ProviderRejected, ProviderUnavailable
 from i2v.storage import SourceStore
 from i2v.tasks.store import TaskStore
 from i2v.usecases.submit import SubmitConfig, SubmitOutcome, Upload, retry_delay, submit_upload, uploads_in
-
 from tests.support.fakes import Clock, FakeProvider, Notifications, RecordingMetrics, image_bytes
 from tests.unit.conftest import Aws
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from i2v.domain import ErrorInfo, ProviderRef, SourceObject, Task, TaskStatus, VideoObject
 from i2v.tasks.store import TaskStore
-
 from tests.support.fakes import Clock
 from tests.unit.conftest import Aws
 

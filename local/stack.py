@@ -1,0 +1,612 @@
+"""The whole deployed topology on one machine, from template.yaml.
+
+moto's server plays AWS (S3 with its real notifications to SQS, SQS, DynamoDB, SNS,
+Secrets Manager); the template's buckets, queues, table and topic are created from
+their own Properties; each function runs in Lambda-like execution environments with
+the Environment the template gives it, plus a few local overrides; an SQS dispatcher,
+an HTTP API gateway and a schedule timer invoke them as their template events say;
+the Magnific simulator plays the provider. See docs/local-stack.md.
+
+    with LocalStack() as stack:
+        stack.upload(Path("cat.png"), "incoming/cat.png", {"prompt": "a cat"})
+        notification = stack.wait_for_notification("incoming/cat.png", timeout=60)
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self, TypeVar
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.config import Config
+
+from local.dispatcher import SqsDispatcher, SqsEventSource
+from local.gateway import INTEGRATION_TIMEOUT_SECONDS, HttpApiGateway
+from local.lambda_runtime import FunctionConfig, LocalFunction
+from local.moto_server import MOTO_ACCOUNT_ID, MotoServer
+from local.resources import FunctionSpec, LocalResources
+from local.schedule import ScheduleTimer, rate_seconds
+from local.simulators.magnific import MagnificSimulator
+from local.template import load_template
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TEMPLATE = REPOSITORY_ROOT / "template.yaml"
+DEFAULT_STACK_NAME = "i2v-local"
+DEFAULT_REGION = "us-east-1"
+# moto accepts any credentials; these keep a developer's real ones out of every call.
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+# HTTP APIs scale out per request; locally a few environments serve the webhooks.
+HTTP_API_ENVIRONMENTS = 4
+# The task table's attribute and index for "tasks of this upload" (see i2v/tasks/store.py).
+SOURCE_URI_ATTRIBUTE = "source_uri"
+POLL_SECONDS = 0.2
+
+
+class LocalStackError(RuntimeError):
+    """The local stack cannot start as asked, or a wait ran out."""
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One SNS message, as the notifications tap queue received its envelope."""
+
+    message_id: str
+    subject: str | None
+    message: dict[str, Any]
+    attributes: dict[str, str]
+    timestamp: str
+    envelope: dict[str, Any] = field(repr=False)
+
+    @property
+    def task_id(self) -> str | None:
+        value = self.message.get("task_id")
+        return str(value) if value is not None else None
+
+    @property
+    def source_key(self) -> str | None:
+        source = self.message.get("source") or {}
+        value = source.get("key") if isinstance(source, dict) else None
+        return str(value) if value is not None else None
+
+    @property
+    def published_at(self) -> float:
+        """When SNS accepted the message (epoch seconds)."""
+        return datetime.fromisoformat(self.timestamp.replace("Z", "+00:00")).timestamp()
+
+    def concerns(self, task_id_or_key: str) -> bool:
+        return task_id_or_key in (self.task_id, self.source_key)
+
+
+def _plain(value: Any) -> Any:
+    """A deserialised DynamoDB value with numbers as int or float."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | set):
+        return [_plain(item) for item in value]
+    return value
+
+
+class LocalStack:
+    """Start with `start()` or `with`; everything stops on `stop()`, with bounded waits.
+
+    `parameters` override the template's parameter defaults; `environment` adds to (and
+    wins over) every function's environment, after the local overrides; a
+    `reconcile_interval_seconds` replaces the schedule's rate; `simulator_options` go to
+    MagnificSimulator; the functions' output goes to `function_log` (default: stderr).
+    """
+
+    def __init__(
+        self,
+        *,
+        template_path: Path = DEFAULT_TEMPLATE,
+        stack_name: str = DEFAULT_STACK_NAME,
+        region: str = DEFAULT_REGION,
+        parameters: Mapping[str, str] | None = None,
+        environment: Mapping[str, str] | None = None,
+        reconcile_interval_seconds: float | None = None,
+        simulator_options: Mapping[str, Any] | None = None,
+        function_log: IO[bytes] | None = None,
+    ) -> None:
+        self.template_path = Path(template_path)
+        self.stack_name = stack_name
+        self.region = region
+        self._parameters = dict(parameters or {})
+        self._environment = dict(environment or {})
+        self._schedule_interval = reconcile_interval_seconds
+        self._simulator_options = dict(simulator_options or {})
+        self._function_log = function_log
+        self._running = contextlib.ExitStack()
+        self._notifications: list[Notification] = []
+        self._tap_lock = threading.Lock()
+        self.functions: dict[str, LocalFunction] = {}
+        self.dispatchers: list[SqsDispatcher] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        started = time.monotonic()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("local stack up in %.1f s", time.monotonic() - started)
+        return self
+
+    def stop(self) -> None:
+        """Stop everything started, last started first."""
+        self._running.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _start(self) -> None:
+        self.functions, self.dispatchers = {}, []
+        self.moto = MotoServer()
+        self.moto.start()
+        self._running.callback(self.moto.stop)
+        self._make_clients()
+
+        resources = LocalResources(
+            load_template(self.template_path),
+            template_dir=self.template_path.parent,
+            clients={"s3": self.s3, "sqs": self.sqs, "dynamodb": self.dynamodb, "sns": self.sns},
+            stack_name=self.stack_name,
+            region=self.region,
+            account_id=MOTO_ACCOUNT_ID,
+            parameter_overrides=self._parameters,
+        )
+        resources.create_all()
+        specs = resources.function_specs()
+        self._describe_resources(resources, specs)
+
+        self.api_key, self.webhook_secret = self._store_provider_secrets(specs)
+        # Registered before the gateway's stop: environments stop once nothing invokes them.
+        self._running.callback(self._stop_functions)
+        self.gateway = HttpApiGateway(
+            api_id=self._api_id(specs),
+            account_id=MOTO_ACCOUNT_ID,
+            integration_timeout_seconds=self._integration_timeout(specs),
+        )
+        self._running.callback(self.gateway.stop)
+        self.simulator = MagnificSimulator(
+            "127.0.0.1",
+            0,
+            api_key=self.api_key,
+            webhook_secret=self.webhook_secret,
+            **self._simulator_options,
+        )
+        self.simulator.start()
+        self._running.callback(self.simulator.stop)
+
+        for spec in specs:
+            self.functions[spec.logical_id] = LocalFunction(
+                self._function_config(spec),
+                max_environments=self._environment_cap(spec),
+                log_stream=self._function_log,
+            )
+        self._subscribe_tap()
+        self._warm_up()
+        self.gateway.start()
+        for spec in specs:
+            self._wire_events(spec)
+
+    def _make_clients(self) -> None:
+        session = boto3.session.Session(
+            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
+            region_name=self.region,
+        )
+        config = Config(retries={"mode": "standard", "max_attempts": 3})
+
+        def client(service: str) -> Any:
+            return session.client(service, endpoint_url=self.moto.url, config=config)
+
+        self.s3 = client("s3")
+        self.sqs = client("sqs")
+        self.dynamodb = client("dynamodb")
+        self.sns = client("sns")
+        self.secretsmanager = client("secretsmanager")
+        self.ssm = client("ssm")
+
+    def _describe_resources(self, resources: LocalResources, specs: list[FunctionSpec]) -> None:
+        """Names the functions see (their settings), so helpers agree with the functions."""
+        environment = _shared_environment(specs)
+        self.bucket = environment["BUCKET_NAME"]
+        self.table = environment["TABLE_NAME"]
+        self.topic_arn = environment["TOPIC_ARN"]
+        self.incoming_prefix = environment.get("INCOMING_PREFIX", "incoming/")
+        self.videos_prefix = environment.get("VIDEOS_PREFIX", "videos/")
+        sources = [
+            event["Properties"]
+            for spec in specs
+            for event in spec.events.values()
+            if event.get("Type") == "SQS"
+        ]
+        if len(sources) != 1:
+            raise LocalStackError(f"expected one SQS event in the template, found {len(sources)}")
+        queue_arn = sources[0]["Queue"]
+        self.uploads_queue_url = self.sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[1])["QueueUrl"]
+        redrive = self.sqs.get_queue_attributes(
+            QueueUrl=self.uploads_queue_url, AttributeNames=["RedrivePolicy"]
+        )["Attributes"].get("RedrivePolicy")
+        dead_letter_arn = json.loads(redrive)["deadLetterTargetArn"] if redrive else None
+        self.dead_letter_queue_url = (
+            self.sqs.get_queue_url(QueueName=dead_letter_arn.rsplit(":", 1)[1])["QueueUrl"]
+            if dead_letter_arn
+            else None
+        )
+        self._source_index = _index_with_hash_key(resources, self.table, SOURCE_URI_ATTRIBUTE)
+
+    def _store_provider_secrets(self, specs: list[FunctionSpec]) -> tuple[str, str]:
+        """A fresh API key and webhook secret, where the functions' settings look for them."""
+        environment = _shared_environment(specs)
+        api_key = secrets.token_urlsafe(32)
+        webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        store = environment.get("SECRET_STORE", "secretsmanager")
+        for name, value in (
+            (environment["API_KEY_SECRET_NAME"], api_key),
+            (environment["WEBHOOK_SECRET_NAME"], webhook_secret),
+        ):
+            if store == "ssm":
+                self.ssm.put_parameter(Name=name, Value=value, Type="SecureString")
+            else:
+                self.secretsmanager.create_secret(Name=name, SecretString=value)
+        return api_key, webhook_secret
+
+    def _local_overrides(self) -> dict[str, str]:
+        """What differs from the deployed settings, and why: everything is on loopback."""
+        return {
+            "AWS_ENDPOINT_URL": self.moto.url,
+            **FAKE_CREDENTIALS,
+            "PROVIDER_BASE_URL": self.simulator.url,
+            "WEBHOOK_BASE_URL": self.gateway.url,
+            # The simulator serves its videos over plain HTTP on 127.0.0.1.
+            "VIDEO_ALLOW_HTTP": "true",
+            "VIDEO_ALLOW_PRIVATE_NETWORKS": "true",
+            "VIDEO_ALLOWED_HOSTS": "127.0.0.1",
+            # No X-Ray daemon here.
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+
+    def _function_config(self, spec: FunctionSpec) -> FunctionConfig:
+        environment = {**spec.environment, **self._local_overrides(), **self._environment}
+        # What Lambda sets from the function's LoggingConfig (advanced logging controls).
+        if "LogFormat" in spec.logging_config:
+            environment["AWS_LAMBDA_LOG_FORMAT"] = str(spec.logging_config["LogFormat"])
+        if "ApplicationLogLevel" in spec.logging_config:
+            environment["AWS_LAMBDA_LOG_LEVEL"] = str(spec.logging_config["ApplicationLogLevel"])
+        return FunctionConfig(
+            logical_id=spec.logical_id,
+            function_name=spec.function_name,
+            function_arn=spec.function_arn,
+            code_dir=spec.code_dir,
+            handler=spec.handler,
+            timeout_seconds=spec.timeout_seconds,
+            memory_mb=spec.memory_mb,
+            layer_dirs=spec.layer_dirs,
+            environment=environment,
+            region=self.region,
+        )
+
+    @staticmethod
+    def _environment_cap(spec: FunctionSpec) -> int:
+        cap = 0
+        for event in spec.events.values():
+            if event.get("Type") == "SQS":
+                scaling = event["Properties"].get("ScalingConfig", {})
+                cap += int(scaling.get("MaximumConcurrency", 1000))
+            elif event.get("Type") == "HttpApi":
+                cap += HTTP_API_ENVIRONMENTS
+            else:
+                cap += 1
+        return max(1, cap)
+
+    @staticmethod
+    def _api_id(specs: list[FunctionSpec]) -> str:
+        api_ids = {
+            str(event["Properties"].get("ApiId", "ServerlessHttpApi"))
+            for spec in specs
+            for event in spec.events.values()
+            if event.get("Type") == "HttpApi"
+        }
+        if len(api_ids) > 1:
+            raise LocalStackError(f"the local gateway serves one HTTP API, the template has {api_ids}")
+        return api_ids.pop() if api_ids else "none"
+
+    @staticmethod
+    def _integration_timeout(specs: list[FunctionSpec]) -> float:
+        timeouts = [
+            int(event["Properties"]["TimeoutInMillis"]) / 1000
+            for spec in specs
+            for event in spec.events.values()
+            if event.get("Type") == "HttpApi" and "TimeoutInMillis" in event["Properties"]
+        ]
+        return min(timeouts, default=INTEGRATION_TIMEOUT_SECONDS)
+
+    def _warm_up(self) -> None:
+        """One environment per function, started side by side (each is a process)."""
+        failures: list[BaseException] = []
+
+        def warm(function: LocalFunction) -> None:
+            try:
+                function.warm_up()
+            except BaseException as error:
+                failures.append(error)
+
+        threads = [
+            threading.Thread(target=warm, args=(function,), name=f"warm-{function.name}")
+            for function in self.functions.values()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+
+    def _wire_events(self, spec: FunctionSpec) -> None:
+        function = self.functions[spec.logical_id]
+        for name, event in spec.events.items():
+            properties = event.get("Properties", {})
+            if str(properties.get("Enabled", True)).lower() == "false":
+                continue
+            kind = event.get("Type")
+            if kind == "SQS":
+                self._start_dispatcher(function, properties)
+            elif kind == "HttpApi":
+                if str(properties.get("PayloadFormatVersion", "2.0")) != "2.0":
+                    raise LocalStackError(f"{spec.logical_id}.{name}: only payload format 2.0 runs locally")
+                self.gateway.add_route(str(properties["Method"]), str(properties["Path"]), function)
+            elif kind == "Schedule":
+                self._start_timer(function, spec, name, properties)
+            else:
+                raise LocalStackError(f"{spec.logical_id}.{name}: event type {kind} does not run locally")
+
+    def _start_dispatcher(self, function: LocalFunction, properties: Mapping[str, Any]) -> None:
+        queue_arn = str(properties["Queue"])
+        queue_url = self.sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[1])["QueueUrl"]
+        scaling = properties.get("ScalingConfig", {})
+        source = SqsEventSource(
+            queue_url=queue_url,
+            queue_arn=queue_arn,
+            region=self.region,
+            # Lambda's defaults for an SQS event source.
+            batch_size=int(properties.get("BatchSize", 10)),
+            batching_window_seconds=float(properties.get("MaximumBatchingWindowInSeconds", 0)),
+            maximum_concurrency=int(scaling.get("MaximumConcurrency", 1000)),
+            report_batch_item_failures="ReportBatchItemFailures"
+            in properties.get("FunctionResponseTypes", []),
+        )
+        dispatcher = SqsDispatcher(self.sqs, source, function)
+        dispatcher.start()
+        self._running.callback(dispatcher.stop)
+        self.dispatchers.append(dispatcher)
+
+    def _start_timer(
+        self,
+        function: LocalFunction,
+        spec: FunctionSpec,
+        event_name: str,
+        properties: Mapping[str, Any],
+    ) -> None:
+        interval = self._schedule_interval or rate_seconds(str(properties["Schedule"]))
+        # SAM names the rule after the function and the event.
+        rule_name = f"{self.stack_name}-{spec.logical_id}{event_name}-LOCAL"
+        timer = ScheduleTimer(
+            function,
+            interval_seconds=interval,
+            rule_arn=f"arn:aws:events:{self.region}:{MOTO_ACCOUNT_ID}:rule/{rule_name}",
+            region=self.region,
+            account_id=MOTO_ACCOUNT_ID,
+        )
+        timer.start()
+        self._running.callback(timer.stop)
+
+    def _stop_functions(self) -> None:
+        for function in self.functions.values():
+            function.stop()
+
+    def _subscribe_tap(self) -> None:
+        """An SQS queue on the topic (envelopes, not raw), where notifications can be read."""
+        self.tap_queue_url = self.sqs.create_queue(QueueName=f"{self.stack_name}-notifications-tap")[
+            "QueueUrl"
+        ]
+        tap_arn = self.sqs.get_queue_attributes(QueueUrl=self.tap_queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self.sns.subscribe(
+            TopicArn=self.topic_arn,
+            Protocol="sqs",
+            Endpoint=tap_arn,
+            Attributes={"RawMessageDelivery": "false"},
+        )
+
+    # -- using the stack ------------------------------------------------------------------
+
+    def upload(
+        self,
+        source: Path | bytes,
+        key: str,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """PUT an object, as a user would; S3 metadata must be ASCII (percent-encode the rest)."""
+        body = source.read_bytes() if isinstance(source, Path) else source
+        extra = {"ContentType": content_type} if content_type else {}
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata=dict(metadata or {}), **extra)
+
+    def notifications(self, task_id_or_key: str | None = None) -> list[Notification]:
+        """The notifications received so far (about one task or upload key, if given)."""
+        self._drain_tap(wait_seconds=0)
+        with self._tap_lock:
+            received = list(self._notifications)
+        if task_id_or_key is None:
+            return received
+        return [n for n in received if n.concerns(task_id_or_key)]
+
+    def wait_for_notification(self, task_id_or_key: str, timeout: float = 60.0) -> Notification:
+        """The first notification about a task id or an upload's key."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.notifications(task_id_or_key)
+            if found:
+                return found[0]
+            if time.monotonic() >= deadline:
+                raise LocalStackError(f"no notification about {task_id_or_key!r} in {timeout} s")
+            self._drain_tap(wait_seconds=1)
+
+    def _drain_tap(self, wait_seconds: int) -> None:
+        with self._tap_lock:
+            while True:
+                messages = self.sqs.receive_message(
+                    QueueUrl=self.tap_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds
+                ).get("Messages", [])
+                if not messages:
+                    return
+                for message in messages:
+                    self._notifications.append(_notification(json.loads(message["Body"])))
+                self.sqs.delete_message_batch(
+                    QueueUrl=self.tap_queue_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+                    ],
+                )
+                wait_seconds = 0
+
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        """A task's item, as plain data (numbers as int or float)."""
+        item = self.dynamodb.get_item(
+            TableName=self.table, Key={"task_id": {"S": task_id}}, ConsistentRead=True
+        ).get("Item")
+        return _plain_item(item) if item else None
+
+    def tasks_for(self, key: str) -> list[dict[str, Any]]:
+        """The tasks of an upload key, oldest first (the template's by-source index)."""
+        items = self.dynamodb.query(
+            TableName=self.table,
+            IndexName=self._source_index,
+            KeyConditionExpression=f"{SOURCE_URI_ATTRIBUTE} = :uri",
+            ExpressionAttributeValues={":uri": {"S": f"s3://{self.bucket}/{key}"}},
+        ).get("Items", [])
+        return [_plain_item(item) for item in items]
+
+    def wait_for_task(
+        self,
+        key: str,
+        statuses: tuple[str, ...] = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT"),
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        """The upload's task once it is in one of `statuses` (by default, finished)."""
+        return _wait_until(
+            lambda: next((t for t in self.tasks_for(key) if t["status"] in statuses), None),
+            timeout,
+            f"no task of {key!r} reached {statuses} in {timeout} s",
+        )
+
+    def wait_until_idle(self, timeout: float = 30.0) -> None:
+        """Until the uploads queue is empty (nothing waiting, delayed or in flight)."""
+
+        def idle() -> bool | None:
+            counts = self.sqs.get_queue_attributes(
+                QueueUrl=self.uploads_queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+            busy = any(dispatcher.busy for dispatcher in self.dispatchers)
+            return (not busy and all(v == "0" for v in counts.values())) or None
+
+        _wait_until(idle, timeout, f"the uploads queue was still busy after {timeout} s")
+
+    def video_objects(self) -> Iterator[dict[str, Any]]:
+        """Every stored version of every object under the videos prefix."""
+        paginator = self.s3.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.videos_prefix):
+            yield from page.get("Versions", [])
+
+
+def _wait_until(check: Callable[[], T | None], timeout: float, message: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        if time.monotonic() >= deadline:
+            raise LocalStackError(message)
+        time.sleep(POLL_SECONDS)
+
+
+def _shared_environment(specs: list[FunctionSpec]) -> dict[str, str]:
+    """The variables every function has, with the same value (the template's Globals)."""
+    if not specs:
+        raise LocalStackError("the template has no functions")
+    shared = dict(specs[0].environment)
+    for spec in specs[1:]:
+        shared = {k: v for k, v in shared.items() if spec.environment.get(k) == v}
+    return shared
+
+
+def _index_with_hash_key(resources: LocalResources, table: str, attribute: str) -> str:
+    for logical_id in resources.evaluator.logical_ids_of_type("AWS::DynamoDB::Table"):
+        if resources.physical(logical_id).ref != table:
+            continue
+        for index in resources.evaluator.properties(logical_id).get("GlobalSecondaryIndexes", []):
+            if any(
+                key["AttributeName"] == attribute and key["KeyType"] == "HASH" for key in index["KeySchema"]
+            ):
+                return str(index["IndexName"])
+    raise LocalStackError(f"the task table has no index on {attribute}")
+
+
+_DESERIALIZER = TypeDeserializer()
+
+
+def _plain_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _plain(_DESERIALIZER.deserialize(value)) for key, value in item.items()}
+
+
+def _notification(envelope: dict[str, Any]) -> Notification:
+    return Notification(
+        message_id=str(envelope["MessageId"]),
+        subject=envelope.get("Subject"),
+        message=json.loads(envelope["Message"]),
+        attributes={
+            name: str(value.get("Value")) for name, value in envelope.get("MessageAttributes", {}).items()
+        },
+        timestamp=str(envelope.get("Timestamp")),
+        envelope=envelope,
+    )

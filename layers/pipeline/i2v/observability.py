@@ -20,6 +20,7 @@ class MetricsSink(Protocol):
 
     def add_metric(self, name: str, unit: MetricUnit | str, value: float) -> None: ...
 
+
 # httpx logs every request's full URL at INFO; a presigned URL or a query token must not
 # reach the logs.
 logging.getLogger("httpx").setLevel(logging.WARNING)

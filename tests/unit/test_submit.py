@@ -249,3 +249,25 @@ def test_retry_delay_backs_off_honours_retry_after_and_is_capped() -> None:
     assert retry_delay(6, base=10, cap=900, retry_after=None) >= 160
     assert retry_delay(1, base=10, cap=900, retry_after=120) >= 120
     assert retry_delay(20, base=10, cap=900, retry_after=5000) == 900
+
+
+def test_a_rejection_reports_what_was_learnt_about_the_upload(
+    run: Any, aws: Aws, notifications: Notifications
+) -> None:
+    # Given a too-small image uploaded with valid options
+    item = upload(aws, "incoming/small.png", image_bytes(200, 300), {"prompt": "hop", "duration": "4"})
+    # When it is rejected
+    assert run(item) is SubmitOutcome.REJECTED
+    # Then the notification still says what the image and the options were
+    [task] = notifications.sent
+    assert (task.source.width, task.source.height, task.source.image_format) == (200, 300, "png")
+    assert task.options == Options(prompt="hop", resolution="720P", duration=4)
+    assert task.error is not None and task.error.code == "IMAGE_TOO_SMALL"
+
+
+def test_a_bad_image_is_the_reason_given_before_bad_options(
+    run: Any, aws: Aws, notifications: Notifications
+) -> None:
+    assert run(upload(aws, "incoming/x.png", b"GIF89a....", {"duration": "99"})) is SubmitOutcome.REJECTED
+    assert notifications.sent[0].error is not None
+    assert notifications.sent[0].error.code == "UNSUPPORTED_FORMAT"

@@ -146,10 +146,13 @@ def submit_upload(
         logger.info("retrying submission", extra={"attempt": task.submit_attempts})
 
     try:
-        return _submit(task, config, store, sources, provider, notify, metrics, clock)
-    except InvalidInput as exc:
+        return _submit(task, config, store, sources, provider, metrics, clock)
+    except Rejection as rejection:
+        exc = rejection.reason
         logger.info("upload rejected", extra={"code": exc.code, "reason": exc.message})
-        error = ErrorInfo(code=exc.code, message=exc.message)
+        known = {"source": rejection.source.model_dump(mode="json", exclude_none=True)}
+        if rejection.options is not None:
+            known["options"] = rejection.options.model_dump(mode="json", exclude_none=True)
         finish(
             task_id,
             TaskStatus.REJECTED,
@@ -157,7 +160,8 @@ def submit_upload(
             store=store,
             notify=notify,
             now=clock(),
-            error=error,
+            error=ErrorInfo(code=exc.code, message=exc.message),
+            set_=known,
         )
         metrics.add_metric(name="TasksRejected", unit=MetricUnit.Count, value=1)
         return SubmitOutcome.REJECTED
@@ -182,38 +186,70 @@ def submit_upload(
         raise
 
 
+class Rejection(Exception):
+    """An upload that cannot be submitted, with what was learnt about it on the way."""
+
+    def __init__(self, reason: InvalidInput, source: SourceObject, options: Options | None) -> None:
+        super().__init__(reason.message)
+        self.reason = reason
+        self.source = source
+        self.options = options
+
+
+def _inspect(task: Task, config: SubmitConfig, sources: SourceStore) -> tuple[SourceObject, Options]:
+    """The upload's facts and options, checked against the provider's rules.
+
+    Options are resolved even when the image is bad, so a rejection reports both; an
+    image problem is the reason given first.
+    """
+    source = task.source
+    try:
+        head = sources.head(source.key, source.version_id)
+    except InvalidInput as exc:
+        raise Rejection(exc, source, None) from exc
+    source = source.model_copy(
+        update={
+            "size": head.size,
+            "content_type": head.content_type,
+            "version_id": source.version_id or head.version_id,
+        }
+    )
+    options: Options | None = None
+    options_error: InvalidInput | None = None
+    try:
+        options = resolve_options(config.defaults, head.metadata, sources.read_sidecar)
+    except InvalidInput as exc:
+        options_error = exc
+    try:
+        info = read_image_info(
+            lambda start, end: sources.read_range(source.key, start, end, source.version_id), head.size
+        )
+        source = source.model_copy(
+            update={"width": info.width, "height": info.height, "image_format": info.format}
+        )
+        check_provider_rules(info, head.size)
+    except InvalidInput as exc:
+        raise Rejection(exc, source, options) from exc
+    if options is None:
+        assert options_error is not None
+        raise Rejection(options_error, source, None)
+    return source, options
+
+
 def _submit(
     task: Task,
     config: SubmitConfig,
     store: TaskStore,
     sources: SourceStore,
     provider: Provider,
-    notify: Callable[[Task], None],
     metrics: MetricsSink,
     clock: Callable[[], float],
 ) -> SubmitOutcome:
-    source = task.source
-    head = sources.head(source.key, source.version_id)
-    info = read_image_info(
-        lambda start, end: sources.read_range(source.key, start, end, source.version_id), head.size
-    )
-    check_provider_rules(info, head.size)
-    options = resolve_options(config.defaults, head.metadata, sources.read_sidecar)
-
+    source, options = _inspect(task, config, sources)
     token = secrets.token_urlsafe(32)
-    described = source.model_copy(
-        update={
-            "size": head.size,
-            "content_type": head.content_type,
-            "width": info.width,
-            "height": info.height,
-            "image_format": info.format,
-            "version_id": source.version_id or head.version_id,
-        }
-    )
     prepared = store.prepare_submission(
         task.task_id,
-        source=described,
+        source=source,
         options=options,
         token_hash=hash_token(token),
         estimated_cost_usd=provider.estimate_cost_usd(options),
@@ -229,7 +265,7 @@ def _submit(
         webhook_url = f"{base}/callbacks/{quote(task.task_id)}?token={token}"
     request = SubmitRequest(
         image_url=sources.presign(
-            source.key, expires_in=config.presign_expiry_seconds, version_id=described.version_id
+            source.key, expires_in=config.presign_expiry_seconds, version_id=source.version_id
         ),
         options=options,
         webhook_url=webhook_url,

@@ -11,7 +11,7 @@ from i2v.errors import BadCallback, DownloadFailed, ProviderUnavailable, Unautho
 from i2v.providers.base import ProviderState, ProviderUpdate
 from i2v.tasks.store import TaskStore
 from i2v.usecases.callback import CallbackRequest, handle_callback
-from i2v.usecases.progress import FinalizeConfig, UpdateOutcome, video_key
+from i2v.usecases.progress import FinalizeConfig, Progress, UpdateOutcome, video_key
 from i2v.usecases.reconcile import ReconcileConfig, reconcile
 from i2v.usecases.submit import hash_token
 from tests.support.fakes import Clock, FakeProvider, FakeVideoFetcher, Notifications, RecordingMetrics
@@ -65,17 +65,8 @@ def call(
         request = CallbackRequest(
             task_id=task_id, token=token, headers={}, body=body.model_dump_json().encode()
         )
-        return handle_callback(
-            request,
-            config=FINALIZE,
-            store=store,
-            provider=provider,
-            fetch_video=fetcher,
-            notify=notifications,
-            metrics=metrics,
-            clock=clock,
-            owner="req-1",
-        )
+        progress = Progress(FINALIZE, store, fetcher, notifications, metrics, clock, owner="req-1")
+        return handle_callback(request, provider=provider, progress=progress)
 
     return callback
 
@@ -178,7 +169,7 @@ def test_video_key_keeps_the_source_path_and_the_task_id(submitted: Task) -> Non
 
 # -- reconcile ----------------------------------------------------------------------------
 
-RECONCILE = ReconcileConfig(finalize=FINALIZE, reconcile_after_seconds=300, task_deadline_seconds=3600)
+RECONCILE = ReconcileConfig(reconcile_after_seconds=300, task_deadline_seconds=3600)
 
 
 @pytest.fixture
@@ -191,18 +182,8 @@ def sweep(
     clock: Clock,
 ) -> Any:
     def run() -> dict[str, int]:
-        return dict(
-            reconcile(
-                config=RECONCILE,
-                store=store,
-                provider=provider,
-                fetch_video=fetcher,
-                notify=notifications,
-                metrics=metrics,
-                clock=clock,
-                owner="sweep-1",
-            )
-        )
+        progress = Progress(FINALIZE, store, fetcher, notifications, metrics, clock, owner="sweep-1")
+        return dict(reconcile(config=RECONCILE, provider=provider, progress=progress))
 
     return run
 

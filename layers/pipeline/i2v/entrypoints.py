@@ -16,7 +16,7 @@ from i2v.aws import client
 from i2v.config import settings
 from i2v.errors import ProviderUnavailable
 from i2v.observability import logger, metrics
-from i2v.wiring import finalize_config, notifier, provider, source_store, task_store, video_fetcher
+from i2v.wiring import notifier, progress, provider, source_store, task_store
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.api_gateway_proxy_event import (
@@ -83,17 +83,7 @@ def callback_response(event: APIGatewayProxyEventV2, task_id: str, owner: str) -
         headers=dict(event.headers or {}),
         body=body,
     )
-    outcome = handle_callback(
-        request,
-        config=finalize_config(),
-        store=task_store(),
-        provider=provider(),
-        fetch_video=video_fetcher(),
-        notify=notifier().publish,
-        metrics=metrics,
-        clock=time.time,
-        owner=owner,
-    )
+    outcome = handle_callback(request, provider=provider(), progress=progress(owner))
     if outcome is UpdateOutcome.RETRY_LATER:
         return {
             "status_code": 503,
@@ -108,17 +98,11 @@ def run_reconcile(owner: str, time_left: Callable[[], float]) -> Counter[str]:
     config = settings()
     report = reconcile(
         config=ReconcileConfig(
-            finalize=finalize_config(),
             reconcile_after_seconds=config.reconcile_after_seconds,
             task_deadline_seconds=config.task_deadline_seconds,
         ),
-        store=task_store(),
         provider=provider(),
-        fetch_video=video_fetcher(),
-        notify=notifier().publish,
-        metrics=metrics,
-        clock=time.time,
-        owner=owner,
+        progress=progress(owner),
         time_left=time_left,
     )
     logger.info("reconciled", extra={"report": dict(report)})

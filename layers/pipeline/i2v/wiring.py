@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from i2v.notify import SnsNotifier
     from i2v.providers.base import Provider
     from i2v.storage import SourceStore
-    from i2v.usecases.progress import FetchVideo, FinalizeConfig
+    from i2v.usecases.progress import FetchVideo, FinalizeConfig, Progress
 
 
 class SecretCredentials:
@@ -106,3 +106,21 @@ def video_fetcher() -> FetchVideo:
         )
 
     return fetch
+
+
+def progress(owner: str) -> Progress:
+    """The callback's and the reconciler's collaborators; `owner` is the request id."""
+    import time
+
+    from i2v.observability import metrics
+    from i2v.usecases.progress import Progress
+
+    return Progress(
+        config=finalize_config(),
+        store=task_store(),
+        fetch_video=video_fetcher(),
+        notify=notifier().publish,
+        metrics=metrics,
+        clock=time.time,
+        owner=owner,
+    )

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from i2v.domain import Task
 from i2v.errors import BadCallback, Unauthorized
-from i2v.observability import MetricsSink, logger
+from i2v.observability import logger
 from i2v.providers.base import Provider
-from i2v.tasks.store import TaskStore
-from i2v.usecases.progress import FetchVideo, FinalizeConfig, UpdateOutcome, apply_update
+from i2v.usecases.progress import Progress, UpdateOutcome, apply_update
 from i2v.usecases.submit import hash_token
 
 
@@ -23,24 +21,13 @@ class CallbackRequest:
     body: bytes
 
 
-def handle_callback(
-    request: CallbackRequest,
-    *,
-    config: FinalizeConfig,
-    store: TaskStore,
-    provider: Provider,
-    fetch_video: FetchVideo,
-    notify: Callable[[Task], None],
-    metrics: MetricsSink,
-    clock: Callable[[], float],
-    owner: str,
-) -> UpdateOutcome:
+def handle_callback(request: CallbackRequest, *, provider: Provider, progress: Progress) -> UpdateOutcome:
     """Raises Unauthorized (401: unknown task, wrong token or signature) or BadCallback (400).
 
     Nothing is written before both checks pass. An unknown task answers like a wrong
     token, so the endpoint tells a forger nothing.
     """
-    task = store.get(request.task_id)
+    task = progress.store.get(request.task_id)
     expected = task.token_hash if task else None
     presented = hash_token(request.token)
     if task is None or expected is None or not hmac.compare_digest(presented, expected):
@@ -51,14 +38,4 @@ def handle_callback(
     if known_id is not None and update.provider_task_id != known_id:
         raise BadCallback("the webhook is for another provider task")
     logger.info("provider update", extra={"provider_status": update.raw_status})
-    return apply_update(
-        task,
-        update,
-        config=config,
-        store=store,
-        fetch_video=fetch_video,
-        notify=notify,
-        metrics=metrics,
-        clock=clock,
-        owner=owner,
-    )
+    return apply_update(task, update, progress)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -55,70 +55,56 @@ def video_key(task: Task, config: FinalizeConfig) -> str:
     return f"{config.videos_prefix}{stem}/{task.task_id}.mp4"
 
 
-def apply_update(
-    task: Task,
-    update: ProviderUpdate,
-    *,
-    config: FinalizeConfig,
-    store: TaskStore,
-    fetch_video: FetchVideo,
-    notify: Callable[[Task], None],
-    metrics: MetricsSink,
-    clock: Callable[[], float],
-    owner: str,
-) -> UpdateOutcome:
+@dataclass(frozen=True)
+class Progress:
+    """What applying a provider update needs; the callback and the reconciler share it."""
+
+    config: FinalizeConfig
+    store: TaskStore
+    fetch_video: FetchVideo
+    notify: Callable[[Task], None]
+    metrics: MetricsSink
+    clock: Callable[[], float]
+    owner: str  # who holds a finalization lease: the Lambda request id
+
+    def end(
+        self, task_id: str, status: TaskStatus, allowed_from: Iterable[TaskStatus], error: ErrorInfo
+    ) -> bool:
+        """A terminal transition with its notification and metric; False if not allowed."""
+        ended = finish(
+            task_id, status, allowed_from, store=self.store, notify=self.notify, now=self.clock(), error=error
+        )
+        if ended:
+            self.metrics.add_metric(name=_OUTCOME_METRICS[status], unit=MetricUnit.Count, value=1)
+        return ended is not None
+
+
+_OUTCOME_METRICS = {TaskStatus.FAILED: "TasksFailed", TaskStatus.TIMED_OUT: "TasksTimedOut"}
+
+
+def apply_update(task: Task, update: ProviderUpdate, progress: Progress) -> UpdateOutcome:
     if update.state is ProviderState.RUNNING:
-        moved = store.transition(
+        moved = progress.store.transition(
             task.task_id,
             TaskStatus.RUNNING,
             allowed_from=[TaskStatus.RECEIVED, TaskStatus.SUBMITTED],
-            now=clock(),
+            now=progress.clock(),
         )
         return UpdateOutcome.RUNNING if moved else UpdateOutcome.UNCHANGED
     if update.state is ProviderState.FAILED:
         error = update.error or ErrorInfo(code="PROVIDER_FAILED", message=update.raw_status)
-        ended = finish(
-            task.task_id,
-            TaskStatus.FAILED,
-            _BEFORE_RESULT,
-            store=store,
-            notify=notify,
-            now=clock(),
-            error=error,
-        )
-        if ended:
-            metrics.add_metric(name="TasksFailed", unit=MetricUnit.Count, value=1)
+        ended = progress.end(task.task_id, TaskStatus.FAILED, _BEFORE_RESULT, error)
         return UpdateOutcome.FAILED if ended else UpdateOutcome.UNCHANGED
     if update.state is ProviderState.SUCCEEDED:
-        return finalize(
-            task,
-            update,
-            config=config,
-            store=store,
-            fetch_video=fetch_video,
-            notify=notify,
-            metrics=metrics,
-            clock=clock,
-            owner=owner,
-        )
+        return finalize(task, update, progress)
     return UpdateOutcome.UNCHANGED
 
 
-def finalize(
-    task: Task,
-    update: ProviderUpdate,
-    *,
-    config: FinalizeConfig,
-    store: TaskStore,
-    fetch_video: FetchVideo,
-    notify: Callable[[Task], None],
-    metrics: MetricsSink,
-    clock: Callable[[], float],
-    owner: str,
-) -> UpdateOutcome:
+def finalize(task: Task, update: ProviderUpdate, progress: Progress) -> UpdateOutcome:
     """Claim the finalization lease, stream the video into S3, then SUCCEEDED and notify."""
+    store, config, owner = progress.store, progress.config, progress.owner
     claimed = store.claim_finalization(
-        task.task_id, owner=owner, now=clock(), lease_seconds=config.lease_seconds
+        task.task_id, owner=owner, now=progress.clock(), lease_seconds=config.lease_seconds
     )
     if claimed is None:
         logger.info("finalization already done or under way elsewhere")
@@ -132,11 +118,9 @@ def finalize(
                 code="VIDEO_URL_MISSING",
             )
         metadata = {"task-id": claimed.task_id, "source-key": quote(claimed.source.key)}
-        stored = fetch_video(update.video_url, key, metadata)
+        stored = progress.fetch_video(update.video_url, key, metadata)
     except DownloadFailed as exc:
-        return _download_failed(
-            claimed, exc, config=config, store=store, notify=notify, metrics=metrics, clock=clock, owner=owner
-        )
+        return _download_failed(claimed, exc, progress)
 
     video = VideoObject(
         bucket=config.bucket,
@@ -145,11 +129,12 @@ def finalize(
         sha256=stored.sha256,
         content_type=stored.content_type,
     )
-    done = store.complete(claimed.task_id, owner=owner, video=video, now=clock())
+    done = store.complete(claimed.task_id, owner=owner, video=video, now=progress.clock())
     if done is None:
         logger.warning("lease lost before the task could be completed; the holder will finish it")
         return UpdateOutcome.UNCHANGED
-    announce(done, store=store, notify=notify, now=clock())
+    announce(done, store=store, notify=progress.notify, now=progress.clock())
+    metrics = progress.metrics
     metrics.add_metric(name="TasksSucceeded", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="BytesDownloaded", unit=MetricUnit.Bytes, value=stored.size)
     if done.submitted_at is not None and done.completed_at is not None:
@@ -160,35 +145,15 @@ def finalize(
     return UpdateOutcome.SUCCEEDED
 
 
-def _download_failed(
-    task: Task,
-    exc: DownloadFailed,
-    *,
-    config: FinalizeConfig,
-    store: TaskStore,
-    notify: Callable[[Task], None],
-    metrics: MetricsSink,
-    clock: Callable[[], float],
-    owner: str,
-) -> UpdateOutcome:
+def _download_failed(task: Task, exc: DownloadFailed, progress: Progress) -> UpdateOutcome:
     error = ErrorInfo(code=exc.code, message=exc.message)
-    if exc.permanent or task.finalize_attempts >= config.max_attempts:
+    if exc.permanent or task.finalize_attempts >= progress.config.max_attempts:
         logger.warning("video download failed for good", extra={"code": exc.code, "reason": exc.message})
-        ended = finish(
-            task.task_id,
-            TaskStatus.FAILED,
-            [TaskStatus.FINALIZING],
-            store=store,
-            notify=notify,
-            now=clock(),
-            error=error,
-        )
-        if ended:
-            metrics.add_metric(name="TasksFailed", unit=MetricUnit.Count, value=1)
+        ended = progress.end(task.task_id, TaskStatus.FAILED, [TaskStatus.FINALIZING], error)
         return UpdateOutcome.FAILED if ended else UpdateOutcome.UNCHANGED
     logger.warning(
         "video download failed; the task stays recoverable",
         extra={"code": exc.code, "reason": exc.message, "attempt": task.finalize_attempts},
     )
-    store.release_finalization(task.task_id, owner=owner, error=error, now=clock())
+    progress.store.release_finalization(task.task_id, owner=progress.owner, error=error, now=progress.clock())
     return UpdateOutcome.RETRY_LATER

@@ -19,7 +19,7 @@ from standardwebhooks import Webhook
 
 from i2v.domain import ProviderRef, SourceObject, Task, TaskStatus
 from i2v.tasks.store import TaskStore
-from i2v.usecases.submit import hash_token
+from i2v.tokens import hash_token
 from tests.support.fakes import LambdaContext, image_bytes
 from tests.unit.conftest import Aws
 

@@ -31,8 +31,9 @@ class Keys:
 
 
 def provider_answering(handler: httpx.MockTransport, secret: str = WHSEC) -> MagnificProvider:
+    client = httpx.Client(transport=handler)
     return MagnificProvider(
-        httpx.Client(transport=handler),
+        lambda: client,
         credentials=Keys(secret),
         base_url="https://api.example.test",
         api_key_header="x-magnific-api-key",

@@ -10,10 +10,10 @@ from i2v.domain import ProviderRef, SourceObject, Task, TaskStatus
 from i2v.errors import BadCallback, DownloadFailed, ProviderUnavailable, Unauthorized
 from i2v.providers.base import ProviderState, ProviderUpdate
 from i2v.tasks.store import TaskStore
-from i2v.usecases.callback import CallbackRequest, handle_callback
+from i2v.tokens import hash_token
+from i2v.usecases.callback import CallbackRequest, apply_callback, authenticate
 from i2v.usecases.progress import FinalizeConfig, Progress, UpdateOutcome, video_key
 from i2v.usecases.reconcile import ReconcileConfig, reconcile
-from i2v.usecases.submit import hash_token
 from tests.support.fakes import Clock, FakeProvider, FakeVideoFetcher, Notifications, RecordingMetrics
 
 FINALIZE = FinalizeConfig(
@@ -66,7 +66,8 @@ def call(
             task_id=task_id, token=token, headers={}, body=body.model_dump_json().encode()
         )
         progress = Progress(FINALIZE, store, fetcher, notifications, metrics, clock, owner="req-1")
-        return handle_callback(request, provider=provider, progress=progress)
+        task = authenticate(request, store)
+        return apply_callback(task, request, provider=provider, progress=progress)
 
     return callback
 

@@ -72,7 +72,7 @@ def submit_record(record: SQSRecord) -> None:
 
 def callback_response(event: APIGatewayProxyEventV2, task_id: str, owner: str) -> dict[str, Any]:
     """A provider webhook; Unauthorized and BadCallback propagate to the resolver's handlers."""
-    from i2v.usecases.callback import CallbackRequest, handle_callback
+    from i2v.usecases.callback import CallbackRequest, apply_callback, authenticate
     from i2v.usecases.progress import UpdateOutcome
 
     raw = event.body or ""
@@ -83,7 +83,8 @@ def callback_response(event: APIGatewayProxyEventV2, task_id: str, owner: str) -
         headers=dict(event.headers or {}),
         body=body,
     )
-    outcome = handle_callback(request, provider=provider(), progress=progress(owner))
+    task = authenticate(request, task_store())
+    outcome = apply_callback(task, request, provider=provider(), progress=progress(owner))
     if outcome is UpdateOutcome.RETRY_LATER:
         return {
             "status_code": 503,

@@ -15,10 +15,12 @@ from i2v.secrets import get_secret
 from i2v.tasks.store import TaskStore
 
 if TYPE_CHECKING:
+    import httpx
+
     from i2v.notify import SnsNotifier
     from i2v.providers.base import Provider
     from i2v.storage import SourceStore
-    from i2v.usecases.progress import FetchVideo, FinalizeConfig, Progress
+    from i2v.usecases.progress import FetchVideo, FinalizeConfig, Progress, StoredVideo
 
 
 class SecretCredentials:
@@ -65,12 +67,16 @@ def notifier() -> SnsNotifier:
 
 @cache
 def provider() -> Provider:
-    import httpx
-
     from i2v.providers import create_provider
 
     config = settings()
-    http = httpx.Client(timeout=config.provider_timeout_seconds, follow_redirects=False)
+
+    @cache
+    def http() -> httpx.Client:
+        import httpx
+
+        return httpx.Client(timeout=config.provider_timeout_seconds, follow_redirects=False)
+
     return create_provider(config, http, SecretCredentials(config))
 
 
@@ -88,21 +94,21 @@ def finalize_config() -> FinalizeConfig:
 
 
 def video_fetcher() -> FetchVideo:
-    from i2v.media.video import DownloadPolicy, StoredVideo, stream_video_to_s3
-
+    """Streams into the bucket; the downloader (httpcore, TLS) loads on the first video only."""
     config = settings()
-    policy = DownloadPolicy(
-        allowed_hosts=config.video_allowed_hosts,
-        allow_http=config.video_allow_http,
-        allow_private_networks=config.video_allow_private_networks,
-        max_bytes=config.video_max_bytes,
-        timeout_seconds=config.video_download_timeout_seconds,
-    )
-    s3 = client("s3")
 
     def fetch(url: str, key: str, metadata: dict[str, str]) -> StoredVideo:
+        from i2v.media.video import DownloadPolicy, stream_video_to_s3
+
+        policy = DownloadPolicy(
+            allowed_hosts=config.video_allowed_hosts,
+            allow_http=config.video_allow_http,
+            allow_private_networks=config.video_allow_private_networks,
+            max_bytes=config.video_max_bytes,
+            timeout_seconds=config.video_download_timeout_seconds,
+        )
         return stream_video_to_s3(
-            url, policy=policy, s3=s3, bucket=config.bucket_name, key=key, metadata=metadata
+            url, policy=policy, s3=client("s3"), bucket=config.bucket_name, key=key, metadata=metadata
         )
 
     return fetch

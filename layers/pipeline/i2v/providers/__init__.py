@@ -12,8 +12,12 @@ if TYPE_CHECKING:
 
     from i2v.config import Settings
 
+# The HTTP client is made on first use: a function that only verifies webhooks never pays
+# for importing httpx.
+HttpClient = Callable[[], "httpx.Client"]
 
-def _magnific(settings: Settings, http: httpx.Client, credentials: Credentials) -> Provider:
+
+def _magnific(settings: Settings, http: HttpClient, credentials: Credentials) -> Provider:
     from i2v.providers.magnific import MagnificProvider
 
     return MagnificProvider(
@@ -25,12 +29,12 @@ def _magnific(settings: Settings, http: httpx.Client, credentials: Credentials) 
     )
 
 
-REGISTRY: dict[str, Callable[[Settings, httpx.Client, Credentials], Provider]] = {
+REGISTRY: dict[str, Callable[[Settings, HttpClient, Credentials], Provider]] = {
     "magnific": _magnific,
 }
 
 
-def create_provider(settings: Settings, http: httpx.Client, credentials: Credentials) -> Provider:
+def create_provider(settings: Settings, http: HttpClient, credentials: Credentials) -> Provider:
     try:
         factory = REGISTRY[settings.provider]
     except KeyError:

@@ -8,7 +8,7 @@ matters below.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -105,7 +105,7 @@ class MagnificProvider:
 
     def __init__(
         self,
-        http: httpx.Client,
+        http: Callable[[], httpx.Client],
         *,
         credentials: Credentials,
         base_url: str = "https://api.magnific.com",
@@ -122,7 +122,7 @@ class MagnificProvider:
 
         headers = {self._api_key_header: self._credentials.api_key(), "accept": "application/json"}
         try:
-            response = self._http.request(method, url, json=body, headers=headers)
+            response = self._http().request(method, url, json=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise ProviderUnavailable(f"Magnific timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:

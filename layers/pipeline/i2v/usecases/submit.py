@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,6 +25,7 @@ from i2v.options import is_sidecar, resolve_options
 from i2v.providers.base import Provider, SubmitRequest
 from i2v.storage import SourceStore
 from i2v.tasks.store import TaskStore
+from i2v.tokens import hash_token, new_token
 from i2v.usecases.outcome import finish
 
 
@@ -84,10 +83,6 @@ class SubmitConfig:
     webhook_base_url: str
     presign_expiry_seconds: int
     submit_lease_seconds: int = 180  # longer than the submit function may run
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def retry_delay(attempt: int, *, base: float, cap: float, retry_after: float | None) -> int:
@@ -246,7 +241,7 @@ def _submit(
     clock: Callable[[], float],
 ) -> SubmitOutcome:
     source, options = _inspect(task, config, sources)
-    token = secrets.token_urlsafe(32)
+    token = new_token()
     prepared = store.prepare_submission(
         task.task_id,
         source=source,

@@ -9,8 +9,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from types import TracebackType
 from typing import IO, Self
+
+from local.service import BackgroundService
 
 # moto's server answers every account with this id unless told otherwise.
 MOTO_ACCOUNT_ID = "123456789012"
@@ -27,7 +28,7 @@ def free_loopback_port() -> int:
         return port
 
 
-class MotoServer:
+class MotoServer(BackgroundService):
     """`python -m moto.server` on 127.0.0.1, started and stopped with bounded waits."""
 
     def __init__(self, *, start_timeout: float = 30.0, stop_timeout: float = 5.0) -> None:
@@ -37,13 +38,13 @@ class MotoServer:
         self._output: IO[bytes] | None = None
         self.url = ""
 
-    def start(self) -> None:
+    def start(self) -> Self:
         # A port picked here may be taken before moto binds it: try a few.
         last_error: MotoServerError | None = None
         for _ in range(3):
             try:
                 self._launch(free_loopback_port())
-                return
+                return self
             except MotoServerError as error:
                 last_error = error
                 self.stop()
@@ -93,15 +94,3 @@ class MotoServer:
         if self._output is not None:
             self._output.close()
             self._output = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

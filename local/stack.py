@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Self, TypeVar
 
 import boto3
@@ -39,6 +38,7 @@ from local.lambda_runtime import FunctionConfig, LocalFunction
 from local.moto_server import MOTO_ACCOUNT_ID, MotoServer
 from local.resources import FunctionSpec, LocalResources
 from local.schedule import ScheduleTimer, rate_seconds
+from local.service import BackgroundService
 from local.simulators.magnific import MagnificSimulator
 from local.template import load_template
 
@@ -108,7 +108,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class LocalStack:
+class LocalStack(BackgroundService):
     """Start with `start()` or `with`; everything stops on `stop()`, with bounded waits.
 
     `parameters` override the template's parameter defaults; `environment` adds to (and
@@ -158,17 +158,6 @@ class LocalStack:
     def stop(self) -> None:
         """Stop everything started, last started first."""
         self._running.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _start(self) -> None:
         self.functions, self.dispatchers = {}, []

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,6 +40,7 @@ from PIL import Image
 from standardwebhooks import Webhook
 
 from local.render import render_video_file
+from local.service import BackgroundService
 
 # Named, not __name__: the same logger whether imported or run with `python -m`.
 logger = logging.getLogger("local.simulators.magnific")
@@ -285,7 +285,7 @@ def sniff_image_format(data: bytes) -> str | None:
     return None
 
 
-class MagnificSimulator:
+class MagnificSimulator(BackgroundService):
     """The simulator: an HTTP server on a background thread plus one worker thread per task.
 
     Use it as a context manager, or call `start()` and `stop()`. `url` is its base URL
@@ -367,17 +367,6 @@ class MagnificSimulator:
             self._video_dir.cleanup()
         self._server = self._serve_thread = self._http = self._video_dir = None
         logger.info("Magnific simulator stopped")
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -60,8 +60,6 @@ format: $(VENV)/.synced
 ## layer-requirements: regenerate the layer's requirements from uv.lock (never edit by hand)
 layer-requirements: | uv
 	$(UV) export --frozen --quiet --no-dev --no-default-groups --no-hashes --no-emit-project \
-		--no-emit-package botocore --no-emit-package jmespath --no-emit-package urllib3 \
-		--no-emit-package python-dateutil --no-emit-package six \
 		--output-file $(LAYER_REQUIREMENTS)
 
 ## build: sam build (needs the AWS SAM CLI installed)

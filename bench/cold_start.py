@@ -7,7 +7,7 @@ only really enables itself (and patches libraries for X-Ray) when LAMBDA_TASK_RO
 and POWERTOOLS_TRACE_DISABLED is not true, which is the deployed case (Tracing: Active).
 
 By default the interpreter runs in a throwaway virtualenv holding only what a function has
-on Lambda: the layer's locked requirements plus the runtime's boto3/botocore, installed
+on Lambda: the layer's locked requirements (which pin boto3/botocore), installed
 offline from uv's cache (the project's .venv also holds moto, requests, av, ... which the
 X-Ray patcher would import and count). `--env venv` measures with the project's .venv.
 
@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,17 +79,9 @@ class Config:
 # --- environments ------------------------------------------------------------------------
 
 
-def locked_version(package: str) -> str:
-    lock = tomllib.loads((ROOT / "uv.lock").read_text())
-    for entry in lock["package"]:
-        if entry["name"] == package:
-            return str(entry["version"])
-    raise LookupError(f"{package} is not in uv.lock")
-
-
 @contextmanager
 def lambda_like_python() -> Iterator[Path]:
-    """A virtualenv with the layer's requirements and the runtime's boto3, nothing else."""
+    """A virtualenv with the layer's requirements (boto3 included), nothing else."""
     uv = shutil.which("uv")
     if uv is None:
         raise SystemExit("uv is not on PATH; run with --env venv to use the project's .venv")
@@ -108,8 +99,6 @@ def lambda_like_python() -> Iterator[Path]:
                 uv, "pip", "install", "--quiet", "--offline", "--compile-bytecode",
                 "--python", str(python),
                 "-r", str(ROOT / "layers" / "pipeline" / "requirements.txt"),
-                f"boto3=={locked_version('boto3')}",
-                f"botocore=={locked_version('botocore')}",
             ],
             check=True,
             env=quiet_env,
@@ -475,7 +464,7 @@ def main() -> None:
     with environment as python:
         print(
             f"interpreter environment: {args.env} "
-            f"({'layer requirements + runtime boto3 only' if args.env == 'lambda' else 'project .venv'})"
+            f"({'layer requirements only' if args.env == 'lambda' else 'project .venv'})"
         )
         started = time.perf_counter()
         configs = measure_imports(python, args.runs)

@@ -6,8 +6,10 @@ tasks unchanged for RECONCILE_AFTER_SECONDS, and small simulated videos.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -18,15 +20,26 @@ RECONCILE_AFTER_SECONDS = 5
 
 
 @pytest.fixture(scope="package")
-def stack() -> Iterator[LocalStack]:
-    with LocalStack(
-        environment={
-            "SUBMIT_BACKOFF_BASE_SECONDS": "1",
-            "RECONCILE_AFTER_SECONDS": str(RECONCILE_AFTER_SECONDS),
-        },
-        reconcile_interval_seconds=1,
-        simulator_options={"render_max_long_side": 320, "progress_delay": 0.1},
-    ) as local_stack:
+def function_log() -> Iterator[Path]:
+    """Everything the functions and the simulator log, for tests that read it."""
+    with tempfile.NamedTemporaryFile(prefix="i2v-functions-", suffix=".log") as log:
+        yield Path(log.name)
+
+
+@pytest.fixture(scope="package")
+def stack(function_log: Path) -> Iterator[LocalStack]:
+    with (
+        function_log.open("ab") as log_stream,
+        LocalStack(
+            function_log=log_stream,
+            environment={
+                "SUBMIT_BACKOFF_BASE_SECONDS": "1",
+                "RECONCILE_AFTER_SECONDS": str(RECONCILE_AFTER_SECONDS),
+            },
+            reconcile_interval_seconds=1,
+            simulator_options={"render_max_long_side": 320, "progress_delay": 0.1},
+        ) as local_stack,
+    ):
         yield local_stack
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from itertools import pairwise
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -170,3 +171,31 @@ def test_provider_errors_on_create_are_retried_then_succeed(
     assert all(gap >= minimum_gap for gap in gaps), gaps
     assert task["submit_attempts"] == len(errors) + 1
     assert len(settled_notifications(stack, task["task_id"])) == 1
+
+
+def test_no_secret_token_or_signed_url_reaches_the_logs(stack: LocalStack, function_log: Path) -> None:
+    # Given an upload that went all the way, and a forged callback for it
+    key = unique_key(stack, "log hygiene")
+    stack.upload(png(), key, {"prompt": "quiet logs"})
+    task = stack.wait_for_task(key, timeout=60)
+    assert task["status"] == "SUCCEEDED", task.get("error")
+    forged = httpx.post(
+        f"{stack.gateway.url}/callbacks/{task['task_id']}?token=forged-token-123",
+        json={"task_id": "x", "status": "COMPLETED", "generated": []},
+        headers={"webhook-id": "msg_x", "webhook-timestamp": "1", "webhook-signature": "v1,Zm9yZ2Vk"},
+        timeout=30,
+    )
+    assert forged.status_code == 401
+    # Then the functions' logs hold none of the secrets, tokens, signatures or signed URLs
+    logged = function_log.read_text(encoding="utf-8", errors="replace")
+    assert task["task_id"] in logged  # the logs are there, with the correlation id
+    for secret in (
+        stack.api_key,
+        stack.webhook_secret,
+        "forged-token-123",
+        "v1,Zm9yZ2Vk",
+        "token=",
+        "X-Amz-Signature",
+        "X-Amz-Credential",
+    ):
+        assert secret not in logged, f"{secret[:12]}... reached the logs"

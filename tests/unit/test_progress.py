@@ -53,19 +53,22 @@ def update(state: ProviderState, url: str | None = "https://cdn.example/v.mp4") 
 
 
 @pytest.fixture
-def call(
+def progress(
     store: TaskStore,
-    provider: FakeProvider,
     fetcher: FakeVideoFetcher,
     notifications: Notifications,
     metrics: RecordingMetrics,
     clock: Clock,
-) -> Any:
+) -> Progress:
+    return Progress(FINALIZE, store, fetcher, notifications, metrics, clock, owner="req-1")
+
+
+@pytest.fixture
+def call(store: TaskStore, provider: FakeProvider, progress: Progress) -> Any:
     def callback(body: ProviderUpdate, token: str = TOKEN, task_id: str = "t-1") -> UpdateOutcome:
         request = CallbackRequest(
             task_id=task_id, token=token, headers={}, body=body.model_dump_json().encode()
         )
-        progress = Progress(FINALIZE, store, fetcher, notifications, metrics, clock, owner="req-1")
         task = authenticate(request, store)
         return apply_callback(task, request, provider=provider, progress=progress)
 
@@ -174,16 +177,8 @@ RECONCILE = ReconcileConfig(reconcile_after_seconds=300, task_deadline_seconds=3
 
 
 @pytest.fixture
-def sweep(
-    store: TaskStore,
-    provider: FakeProvider,
-    fetcher: FakeVideoFetcher,
-    notifications: Notifications,
-    metrics: RecordingMetrics,
-    clock: Clock,
-) -> Any:
+def sweep(provider: FakeProvider, progress: Progress) -> Any:
     def run() -> dict[str, int]:
-        progress = Progress(FINALIZE, store, fetcher, notifications, metrics, clock, owner="sweep-1")
         return dict(reconcile(config=RECONCILE, provider=provider, progress=progress))
 
     return run

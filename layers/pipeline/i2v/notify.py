@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from i2v.domain import Task, TaskStatus
 
@@ -23,10 +23,6 @@ EVENT_TYPES = {
     TaskStatus.REJECTED: "video.rejected",
     TaskStatus.TIMED_OUT: "video.timed_out",
 }
-
-
-class Notifier(Protocol):
-    def publish(self, task: Task) -> None: ...
 
 
 def _iso(epoch: float | None) -> str | None:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import av
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -512,6 +513,74 @@ def test_a_body_over_the_cap_without_length_is_cut_off_and_its_upload_aborted(
     assert_nothing_stored(s3)
 
 
+class SlowS3:
+    """moto's client with every part upload slowed down, so parts are in flight while the
+    download goes on; `fail_part` makes that part's upload fail."""
+
+    def __init__(self, s3: Any, delay: float, fail_part: int | None = None) -> None:
+        self._s3 = s3
+        self._delay = delay
+        self._fail_part = fail_part
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def upload_part(self, **kwargs: Any) -> Any:
+        if kwargs["PartNumber"] == self._fail_part:
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"}}, "UploadPart")
+        time.sleep(self._delay)
+        return self._s3.upload_part(**kwargs)
+
+
+def test_the_cap_passed_with_parts_in_flight_aborts_the_upload(
+    server: LoopbackServer, s3: Any, mp4: bytes
+) -> None:
+    # Given a 40 MiB chunked body, a 22 MiB cap, and part uploads slow enough to overlap
+    video = padded(mp4, 40 * MiB)
+    server.routes["/video.mp4"] = chunked(lambda: (video[i : i + MiB] for i in range(0, len(video), MiB)))
+
+    # When it is fetched with three parts in flight
+    error = refusal(
+        server.url("/video.mp4"), SlowS3(s3, 0.2), loopback_policy(max_bytes=22 * MiB), max_in_flight=3
+    )
+
+    # Then it is refused for good, and once the parts under way ended nothing was left
+    assert (error.code, error.permanent) == ("VIDEO_TOO_LARGE", True)
+    assert_nothing_stored(s3)
+
+
+def test_a_part_upload_failing_mid_download_aborts_and_is_transient(
+    server: LoopbackServer, s3: Any, mp4: bytes
+) -> None:
+    # Given a 40 MiB video, and a store that fails the second part while others upload
+    video = padded(mp4, 40 * MiB)
+    server.routes["/video.mp4"] = chunked(lambda: (video[i : i + MiB] for i in range(0, len(video), MiB)))
+
+    # When it is streamed with two parts in flight
+    error = refusal(server.url("/video.mp4"), SlowS3(s3, 0.2, fail_part=2), max_in_flight=2)
+
+    # Then the failure is transient and neither an object nor a pending upload is left
+    assert (error.code, error.permanent) == ("VIDEO_STORE_FAILED", False)
+    assert_nothing_stored(s3)
+
+
+def test_the_hash_is_the_bodys_when_parts_overlap(server: LoopbackServer, s3: Any, mp4: bytes) -> None:
+    # Given a 27 MiB video in uneven chunks, and slow part uploads
+    video = padded(mp4, 27 * MiB)
+    step = 700 * 1024 + 13
+    server.routes["/video.mp4"] = chunked(lambda: (video[i : i + step] for i in range(0, len(video), step)))
+
+    # When it is streamed with three parts in flight
+    stored = download(server.url("/video.mp4"), SlowS3(s3, 0.1), max_in_flight=3)
+
+    # Then the size, the hash and the stored bytes are the body's, from six parts
+    assert stored.size == len(video)
+    assert stored.sha256 == hashlib.sha256(video).hexdigest()
+    stored_object = s3.get_object(Bucket=BUCKET, Key=KEY)
+    assert stored_object["Body"].read() == video
+    assert stored_object["ETag"].endswith('-6"')
+
+
 # --- transient failures -----------------------------------------------------------------------
 
 
@@ -614,26 +683,36 @@ def test_a_storage_failure_is_transient(server: LoopbackServer, s3: Any, mp4: by
 
 class DiscardingS3:
     """An S3 stand-in that hashes what it is sent and keeps nothing, so that only the
-    downloader's own buffers show up in a memory measurement."""
+    downloader's own buffers show up in a memory measurement. Parts upload concurrently:
+    each waits for the one before it to be hashed, so the digest is the body's."""
 
     def __init__(self) -> None:
         self.part_sizes: list[int] = []
         self.digest = hashlib.sha256()
         self.completed = False
+        self._turn = threading.Condition()
+        self._next_part = 1
 
     def create_multipart_upload(self, **_: Any) -> dict[str, str]:
         return {"UploadId": "upload-1"}
 
     def upload_part(self, *, Body: bytearray, PartNumber: int, **_: Any) -> dict[str, str]:
-        self.part_sizes.append(len(Body))
-        self.digest.update(Body)
+        with self._turn:
+            self._turn.wait_for(lambda: self._next_part == PartNumber, timeout=10)
+            self.part_sizes.append(len(Body))
+            self.digest.update(Body)
+            self._next_part += 1
+            self._turn.notify_all()
         return {"ETag": f'"{PartNumber}"', "ChecksumCRC32": "AAAAAA=="}
 
     def complete_multipart_upload(self, **_: Any) -> None:
         self.completed = True
 
 
-def test_memory_stays_about_one_part_whatever_the_size(server: LoopbackServer, mp4: bytes) -> None:
+@pytest.mark.parametrize("max_in_flight", [1, 3])
+def test_memory_stays_a_few_parts_whatever_the_size(
+    server: LoopbackServer, mp4: bytes, max_in_flight: int
+) -> None:
     # Given a 40 MiB video generated on the fly, eight times the part size
     total = 40 * MiB
     block = os.urandom(256 * 1024)
@@ -655,18 +734,21 @@ def test_memory_stays_about_one_part_whatever_the_size(server: LoopbackServer, m
     # When it is streamed while Python's allocations are traced
     tracemalloc.start()
     try:
-        stored = download(server.url("/video.mp4"), s3, loopback_policy(max_bytes=total))
+        stored = download(
+            server.url("/video.mp4"), s3, loopback_policy(max_bytes=total), max_in_flight=max_in_flight
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
 
-    # Then every part but the last was exactly one part size, and the peak stayed near one part
+    # Then every part but the last was exactly one part size, and the peak stayed near the
+    # parts in flight plus the one filling
     assert stored.size == total
     assert s3.completed
     assert s3.digest.hexdigest() == stored.sha256 == expected.hexdigest()
     assert s3.part_sizes[:-1] == [PART_SIZE] * (len(s3.part_sizes) - 1)
     assert sum(s3.part_sizes) == total
-    assert peak < PART_SIZE + 2 * MiB
+    assert peak < (max_in_flight + 1) * PART_SIZE + 2 * MiB
 
 
 # --- the rules, one function at a time ---------------------------------------------------------

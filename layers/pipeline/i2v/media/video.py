@@ -1,70 +1,41 @@
 """Stream a finished video from an untrusted URL into S3.
 
-The URL arrives in a provider webhook, so it is treated as hostile: https only, an
-allow-listed host, no credentials in it, every redirect hop checked again, and no
-connection to a private, loopback, link-local or otherwise non-global address. The host
-is resolved here and the connection goes to the very address that was checked (no DNS
-rebinding between check and connect), while TLS still verifies the certificate against
-the host name. Size and time are capped, the content type and the MP4 signature are
-checked, and the body goes to S3 part by part: memory holds about one part whatever
-the size of the video.
+The step that joins the two halves: `i2v.media.fetch` downloads the URL under a
+DownloadPolicy (SSRF guards, deadline, size cap, content type and MP4 signature, SHA-256
+on the fly) and `i2v.media.sink` writes what it yields to S3, parts uploading while the
+next ones are read. Memory holds a few parts whatever the size of the video.
 
-Failures raise DownloadFailed. `permanent` means no retry can help (the URL or its
-content is unacceptable); anything else is left to a later attempt. A 4xx answer is
-transient on purpose: the provider signs its video URLs and can hand out a fresh one
-through its status endpoint, which is what the reconciler does, and finalize attempts
-are capped, so a dead URL cannot loop forever.
+Failures raise DownloadFailed; nothing is left in the bucket (no object, no pending
+multipart upload) unless the whole video arrived. The names callers import from here
+(DownloadPolicy, is_forbidden_address, host_is_allowed, ...) stay importable from here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-import ipaddress
-import socket
 import ssl
-import string
-import time
-from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
-from urllib.parse import quote, urljoin, urlsplit
-
-import certifi
-import httpcore
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import Any
 
 from i2v.domain import Frozen
-from i2v.errors import DownloadFailed
+from i2v.media.fetch import (
+    VIDEO_CONTENT_TYPE,
+    DownloadPolicy,
+    host_is_allowed,
+    is_forbidden_address,
+    open_video,
+)
+from i2v.media.sink import DEFAULT_MAX_IN_FLIGHT, DEFAULT_PART_SIZE, MIN_PART_SIZE, store_stream
 
-VIDEO_CONTENT_TYPE = "video/mp4"
-DEFAULT_PART_SIZE = 8 * 1024 * 1024
-MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
-
-# Generic types under which CDNs and object stores serve any file; accepted only with
-# an MP4 signature in the body (checked for every type anyway).
-_GENERIC_CONTENT_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Answers no fresh URL or later attempt can change: the request itself is refused.
-_PERMANENT_HTTP_STATUSES = frozenset({405, 414, 451})
-_NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
-_MP4_SIGNATURE_END = 8  # an ISO-BMFF file opens with a box: size (4), type "ftyp" (4)
-_HOST_CHARACTERS = frozenset(string.ascii_lowercase + string.digits + "-._")
-# Characters kept as they are when a path is percent-encoded: URL delimiters and escapes.
-_URL_SAFE_CHARACTERS = "!#$%&'()*+,/:;=?@[]~"
-
-
-class DownloadPolicy(Frozen):
-    allowed_hosts: tuple[str, ...]
-    """"cdn.example.com" is that host only; ".example.com" is that domain and its subdomains."""
-    allow_http: bool = False
-    allow_private_networks: bool = False
-    max_bytes: int
-    timeout_seconds: float
-    """Deadline for the whole download, redirects and S3 parts included."""
-    read_timeout_seconds: float = 30.0
-    """Longest wait for any single connect, read or write."""
-    max_redirects: int = 3
+__all__ = [
+    "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_PART_SIZE",
+    "MIN_PART_SIZE",
+    "VIDEO_CONTENT_TYPE",
+    "DownloadPolicy",
+    "StoredVideo",
+    "host_is_allowed",
+    "is_forbidden_address",
+    "stream_video_to_s3",
+]
 
 
 class StoredVideo(Frozen):
@@ -83,462 +54,25 @@ def stream_video_to_s3(
     metadata: dict[str, str],
     part_size: int = DEFAULT_PART_SIZE,
     ssl_context: ssl.SSLContext | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> StoredVideo:
     """Download `url` under `policy` into s3://bucket/key as video/mp4 with `metadata`.
 
+    Up to `max_in_flight` parts of `part_size` bytes upload while the next is read.
     Raises DownloadFailed; nothing is left in the bucket (no object, no pending
     multipart upload) unless the whole video arrived.
     """
     if part_size < MIN_PART_SIZE:
         raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
-    deadline = time.monotonic() + policy.timeout_seconds
-    backend = _GuardedBackend(policy, deadline)
-    context = ssl_context or _default_ssl_context()
-    with (
-        _network_errors_as_download_failed(),
-        httpcore.ConnectionPool(ssl_context=context, network_backend=backend) as pool,
-    ):
-        response, origin = _get_following_redirects(pool, url, policy)
-        try:
-            _check_response(response, origin, policy)
-            upload = _VideoUpload(s3, bucket=bucket, key=key, metadata=metadata)
-            with upload.aborted_on_failure():
-                return _stream_body(response.iter_stream(), upload, policy, part_size)
-        finally:
-            response.close()
-
-
-def is_forbidden_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether a connection to this address could reach something that is not the internet.
-
-    `is_global` alone lets multicast through and judges the IPv6 forms that carry an IPv4
-    address by their prefix, differently across Python versions; those forms are judged
-    here by the IPv4 address they actually reach.
-    """
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return is_forbidden_address(address.ipv4_mapped)
-        if address in _NAT64_PREFIX:  # DNS64 answers in IPv6-only networks
-            return is_forbidden_address(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-        if address.sixtofour is not None:  # deprecated relays to an IPv4 we cannot vet
-            return True
-    return not address.is_global or address.is_multicast or address.is_reserved
-
-
-def host_is_allowed(host: str, allowed_hosts: Iterable[str]) -> bool:
-    """Whether `host` (lower case, no trailing dot) matches an allow-list entry."""
-    for entry in allowed_hosts:
-        allowed = entry.strip().lower().rstrip(".")
-        if allowed.startswith("."):
-            if allowed != "." and (host == allowed[1:] or host.endswith(allowed)):
-                return True
-        elif allowed and host == allowed:
-            return True
-    return False
-
-
-@functools.cache
-def _default_ssl_context() -> ssl.SSLContext:
-    # The CA bundle httpx itself trusts, the same on a laptop and in Lambda.
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-# --- URL and redirects -------------------------------------------------------------
-
-
-def _get_following_redirects(
-    pool: httpcore.ConnectionPool, url: str, policy: DownloadPolicy
-) -> tuple[httpcore.Response, str]:
-    """The first answer that is not a redirect, and the origin that gave it."""
-    current = url
-    for _hop in range(policy.max_redirects + 1):
-        target = _vetted_url(current, policy)
-        response = pool.handle_request(_build_request(target, policy))
-        if response.status not in _REDIRECT_STATUSES:
-            return response, target.origin
-        response.close()
-        location = _header(response, b"location")
-        if not location:
-            raise DownloadFailed(
-                f"{target.origin} answered {response.status} without a Location",
-                permanent=False,
-                code="VIDEO_UNAVAILABLE",
-            )
-        current = urljoin(current, location)
-    raise DownloadFailed(
-        f"the video URL redirects more than {policy.max_redirects} times",
-        permanent=True,
-        code="VIDEO_TOO_MANY_REDIRECTS",
-    )
-
-
-class _Target(NamedTuple):
-    """A vetted URL, split the way the request needs it."""
-
-    scheme: str
-    host: str
-    port: int | None
-    path_and_query: str
-
-    @property
-    def origin(self) -> str:
-        """The URL without path and query, which may carry a signature: fit for messages."""
-        return f"{self.scheme}://{self.host}"
-
-
-def _vetted_url(url: str, policy: DownloadPolicy) -> _Target:
-    """The parsed URL, if its scheme, form and host are allowed."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        raise _url_refused("the video URL is malformed") from None
-    allowed_schemes = ("https", "http") if policy.allow_http else ("https",)
-    if parts.scheme not in allowed_schemes:
-        raise _url_refused(
-            f"the video URL scheme {parts.scheme!r} is not allowed; use " + " or ".join(allowed_schemes)
+    with open_video(url, policy, ssl_context=ssl_context) as body:
+        store_stream(
+            body,
+            s3=s3,
+            bucket=bucket,
+            key=key,
+            content_type=VIDEO_CONTENT_TYPE,
+            metadata=metadata,
+            part_size=part_size,
+            max_in_flight=max_in_flight,
         )
-    if "@" in parts.netloc:
-        raise _url_refused("the video URL must not carry credentials")
-    host = _normalized_host(parts.hostname)
-    if not host_is_allowed(host, policy.allowed_hosts):
-        raise DownloadFailed(
-            f"the video host {host!r} is not in the allow-list",
-            permanent=True,
-            code="VIDEO_HOST_NOT_ALLOWED",
-        )
-    path_and_query = quote(parts.path or "/", safe=_URL_SAFE_CHARACTERS)
-    if parts.query:
-        path_and_query += "?" + quote(parts.query, safe=_URL_SAFE_CHARACTERS)
-    return _Target(parts.scheme, host, port, path_and_query)
-
-
-def _normalized_host(hostname: str | None) -> str:
-    host = (hostname or "").rstrip(".")
-    if not host:
-        raise _url_refused("the video URL has no host")
-    with contextlib.suppress(ValueError):
-        return str(ipaddress.ip_address(host))
-    if not set(host) <= _HOST_CHARACTERS:
-        raise _url_refused("the video URL host has characters a DNS name cannot have")
-    return host
-
-
-def _build_request(target: _Target, policy: DownloadPolicy) -> httpcore.Request:
-    default_port = 443 if target.scheme == "https" else 80
-    authority = f"[{target.host}]" if ":" in target.host else target.host
-    if target.port is not None:
-        authority = f"{authority}:{target.port}"
-    per_step = min(policy.read_timeout_seconds, policy.timeout_seconds)
-    return httpcore.Request(
-        "GET",
-        httpcore.URL(
-            scheme=target.scheme,
-            host=target.host,
-            port=target.port or default_port,
-            target=target.path_and_query,
-        ),
-        headers=[
-            (b"Host", authority.encode("ascii")),
-            (b"Accept", b"video/mp4, */*;q=0.1"),
-            (b"Accept-Encoding", b"identity"),
-            (b"User-Agent", b"i2v-video-fetch/1"),
-        ],
-        extensions={"timeout": {"connect": per_step, "read": per_step, "write": per_step, "pool": per_step}},
-    )
-
-
-def _url_refused(message: str) -> DownloadFailed:
-    return DownloadFailed(message, permanent=True, code="VIDEO_URL_NOT_ALLOWED")
-
-
-# --- response checks -----------------------------------------------------------------
-
-
-def _check_response(response: httpcore.Response, origin: str, policy: DownloadPolicy) -> None:
-    if response.status != 200:
-        permanent = response.status in _PERMANENT_HTTP_STATUSES
-        raise DownloadFailed(
-            f"{origin} answered HTTP {response.status} for the video",
-            permanent=permanent,
-            code="VIDEO_UNAVAILABLE",
-        )
-    media_type = _header(response, b"content-type").split(";")[0].strip().lower()
-    if media_type != VIDEO_CONTENT_TYPE and media_type not in _GENERIC_CONTENT_TYPES:
-        raise DownloadFailed(
-            f"the video URL serves {media_type or 'no content type'!r}, not {VIDEO_CONTENT_TYPE}",
-            permanent=True,
-            code="VIDEO_BAD_CONTENT_TYPE",
-        )
-    declared_length = _header(response, b"content-length")
-    if declared_length.isdigit() and int(declared_length) > policy.max_bytes:
-        raise _too_large(policy, f"{declared_length} bytes")
-
-
-def _header(response: httpcore.Response, name: bytes) -> str:
-    for header_name, value in response.headers:
-        if header_name.lower() == name:
-            return value.decode("latin-1").strip()
-    return ""
-
-
-def _check_mp4_signature(first_bytes: bytes | bytearray) -> None:
-    if len(first_bytes) < _MP4_SIGNATURE_END or first_bytes[4:8] != b"ftyp":
-        raise DownloadFailed(
-            "the video URL serves something that is not an MP4 (no 'ftyp' box at the start)",
-            permanent=True,
-            code="VIDEO_BAD_CONTENT_TYPE",
-        )
-
-
-def _too_large(policy: DownloadPolicy, seen: str) -> DownloadFailed:
-    return DownloadFailed(
-        f"the video is over the {policy.max_bytes}-byte cap ({seen})",
-        permanent=True,
-        code="VIDEO_TOO_LARGE",
-    )
-
-
-# --- streaming into S3 ---------------------------------------------------------------
-
-
-def _stream_body(
-    chunks: Iterable[bytes], upload: _VideoUpload, policy: DownloadPolicy, part_size: int
-) -> StoredVideo:
-    """Hash, count and upload the body through one part-sized buffer, reused for every part."""
-    digest = hashlib.sha256()
-    size = 0
-    part = bytearray(part_size)
-    filled = 0
-    for chunk in chunks:
-        received_before = size
-        size += len(chunk)
-        if size > policy.max_bytes:
-            raise _too_large(policy, f"more than {policy.max_bytes} bytes received")
-        digest.update(chunk)
-        if received_before < _MP4_SIGNATURE_END <= size:
-            # Still in the first part: the buffer holds everything received so far.
-            head = bytes(part[:received_before]) + chunk[: _MP4_SIGNATURE_END - received_before]
-            _check_mp4_signature(head)
-        remaining = memoryview(chunk)
-        while remaining:
-            taken = min(len(remaining), part_size - filled)
-            part[filled : filled + taken] = remaining[:taken]
-            filled += taken
-            remaining = remaining[taken:]
-            if filled == part_size:
-                upload.add_part(part)
-                filled = 0
-    if size < _MP4_SIGNATURE_END:
-        _check_mp4_signature(part[:filled])
-    del part[filled:]  # shrinks in place: the last part, possibly empty
-    upload.finish(part)
-    return StoredVideo(size=size, sha256=digest.hexdigest(), content_type=VIDEO_CONTENT_TYPE)
-
-
-class _VideoUpload:
-    """One object written to S3: a multipart upload once a first full part is ready,
-    a single PUT for a video smaller than a part."""
-
-    def __init__(self, s3: Any, *, bucket: str, key: str, metadata: dict[str, str]) -> None:
-        self._s3 = s3
-        self._bucket = bucket
-        self._key = key
-        self._metadata = metadata
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-
-    def add_part(self, data: bytearray) -> None:
-        with _storage_errors_as_download_failed():
-            if self._upload_id is None:
-                created = self._s3.create_multipart_upload(
-                    Bucket=self._bucket,
-                    Key=self._key,
-                    ContentType=VIDEO_CONTENT_TYPE,
-                    Metadata=self._metadata,
-                    ChecksumAlgorithm="CRC32",
-                )
-                self._upload_id = created["UploadId"]
-            part_number = len(self._parts) + 1
-            uploaded = self._s3.upload_part(
-                Bucket=self._bucket,
-                Key=self._key,
-                UploadId=self._upload_id,
-                PartNumber=part_number,
-                Body=data,
-                ChecksumAlgorithm="CRC32",
-            )
-        self._parts.append(
-            {"PartNumber": part_number, "ETag": uploaded["ETag"], "ChecksumCRC32": uploaded["ChecksumCRC32"]}
-        )
-
-    def finish(self, last_part: bytearray) -> None:
-        if self._upload_id is None:
-            with _storage_errors_as_download_failed():
-                self._s3.put_object(
-                    Bucket=self._bucket,
-                    Key=self._key,
-                    Body=last_part,
-                    ContentType=VIDEO_CONTENT_TYPE,
-                    Metadata=self._metadata,
-                )
-            return
-        if last_part:
-            self.add_part(last_part)
-        with _storage_errors_as_download_failed():
-            self._s3.complete_multipart_upload(
-                Bucket=self._bucket,
-                Key=self._key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},
-            )
-        self._upload_id = None
-
-    @contextlib.contextmanager
-    def aborted_on_failure(self) -> Iterator[None]:
-        """Abort a started multipart upload on any failure, so no parts linger (and bill)."""
-        try:
-            yield
-        except BaseException:
-            if self._upload_id is not None:
-                # The original failure matters more than a failed clean-up; the bucket's
-                # lifecycle rule for incomplete multipart uploads is the backstop.
-                with contextlib.suppress(BotoCoreError, ClientError):
-                    self._s3.abort_multipart_upload(
-                        Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
-                    )
-            raise
-
-
-@contextlib.contextmanager
-def _storage_errors_as_download_failed() -> Iterator[None]:
-    try:
-        yield
-    except (BotoCoreError, ClientError) as error:
-        raise DownloadFailed(
-            f"storing the video in S3 failed: {error}", permanent=False, code="VIDEO_STORE_FAILED"
-        ) from error
-
-
-@contextlib.contextmanager
-def _network_errors_as_download_failed() -> Iterator[None]:
-    try:
-        yield
-    except httpcore.TimeoutException as error:
-        raise DownloadFailed(
-            "the video download timed out", permanent=False, code="VIDEO_DOWNLOAD_TIMEOUT"
-        ) from error
-    except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as error:
-        raise DownloadFailed(
-            f"the video download failed: {type(error).__name__}: {error}",
-            permanent=False,
-            code="VIDEO_DOWNLOAD_ERROR",
-        ) from error
-
-
-# --- guarded network backend ---------------------------------------------------------
-
-
-class _GuardedBackend(httpcore.NetworkBackend):
-    """Resolves each host itself, refuses forbidden addresses, and connects to a checked
-    address; every read and write waits at most until the download's deadline."""
-
-    def __init__(self, policy: DownloadPolicy, deadline: float) -> None:
-        self._policy = policy
-        self._deadline = deadline
-        self._sockets = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        addresses = _resolve(host, port)
-        if not self._policy.allow_private_networks:
-            for address in addresses:
-                if is_forbidden_address(address):
-                    raise DownloadFailed(
-                        f"the video host {host!r} resolves to a non-public address",
-                        permanent=True,
-                        code="VIDEO_ADDRESS_FORBIDDEN",
-                    )
-        failures: list[httpcore.ConnectError | httpcore.ConnectTimeout] = []
-        for address in addresses:
-            try:
-                stream = self._sockets.connect_tcp(
-                    str(address),
-                    port,
-                    timeout=_within_deadline(timeout, self._deadline, httpcore.ConnectTimeout),
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
-                failures.append(error)
-                continue
-            return _DeadlineStream(stream, self._deadline)
-        raise failures[-1]  # _resolve returns at least one address
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        raise httpcore.UnsupportedProtocol("video downloads use TCP only")
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as error:
-        raise httpcore.ConnectError(f"cannot resolve {host!r}: {error}") from error
-    addresses = [ipaddress.ip_address(sockaddr[0]) for _, _, _, _, sockaddr in found]
-    if not addresses:
-        raise httpcore.ConnectError(f"{host!r} resolves to no address")
-    return list(dict.fromkeys(addresses))
-
-
-def _within_deadline(
-    timeout: float | None, deadline: float, expired: type[httpcore.TimeoutException]
-) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise expired("the video download deadline has passed")
-    return remaining if timeout is None else min(timeout, remaining)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    def __init__(self, stream: httpcore.NetworkStream, deadline: float) -> None:
-        self._stream = stream
-        self._deadline = deadline
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _within_deadline(timeout, self._deadline, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _within_deadline(timeout, self._deadline, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        secured = self._stream.start_tls(
-            ssl_context,
-            server_hostname,
-            _within_deadline(timeout, self._deadline, httpcore.ConnectTimeout),
-        )
-        return _DeadlineStream(secured, self._deadline)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
+        return StoredVideo(size=body.size, sha256=body.sha256, content_type=VIDEO_CONTENT_TYPE)

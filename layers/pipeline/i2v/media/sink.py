@@ -1,0 +1,231 @@
+"""Write a stream of chunks to one S3 object, uploading parts while the next are read.
+
+A stream shorter than a part goes up in a single PUT. Anything longer becomes a multipart
+upload with a CRC32 checksum per part: while the caller's iterator fills the next part,
+up to `max_in_flight` full parts upload on their own threads. Memory holds at most
+`max_in_flight + 1` part-sized buffers, allocated as needed and reused, whatever the size
+of the stream; when every buffer is taken, reading waits for an upload to finish, so a
+slow store slows the download down instead of piling up parts.
+
+Nothing is left in the bucket (no object, no pending multipart upload) unless the whole
+stream arrived: on any failure (the iterator raising, say for a size cap, or a part upload
+failing) reading stops at the next chunk, the parts not yet started are dropped, those
+under way are waited for, and the multipart upload is aborted. Storage errors raise
+DownloadFailed with code VIDEO_STORE_FAILED (transient); the iterator's own errors pass
+through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from i2v.errors import DownloadFailed
+
+DEFAULT_PART_SIZE = 8 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
+DEFAULT_MAX_IN_FLIGHT = 2
+
+
+def store_stream(
+    chunks: Iterable[bytes],
+    *,
+    s3: Any,
+    bucket: str,
+    key: str,
+    content_type: str,
+    metadata: dict[str, str],
+    part_size: int = DEFAULT_PART_SIZE,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+) -> int:
+    """Store the concatenated `chunks` as s3://bucket/key; the number of bytes stored."""
+    if part_size < MIN_PART_SIZE:
+        raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+    if max_in_flight < 1:
+        raise ValueError("max_in_flight must be at least 1")
+    upload = _MultipartUpload(s3, bucket=bucket, key=key, content_type=content_type, metadata=metadata)
+    with _PartUploads(upload, part_size, max_in_flight) as parts:
+        size = 0
+        part = parts.take_buffer()
+        filled = 0
+        for chunk in chunks:
+            parts.raise_if_failed()
+            size += len(chunk)
+            remaining = memoryview(chunk)
+            while remaining:
+                taken = min(len(remaining), part_size - filled)
+                part[filled : filled + taken] = remaining[:taken]
+                filled += taken
+                remaining = remaining[taken:]
+                if filled == part_size:
+                    parts.submit(part)
+                    part = parts.take_buffer()
+                    filled = 0
+        del part[filled:]  # shrinks in place: the last part, possibly empty
+        parts.finish(part)
+    return size
+
+
+class _PartUploads:
+    """The parts of one object: numbered in the order they are submitted, uploaded by a
+    small pool of threads, their buffers handed back for reuse once sent."""
+
+    def __init__(self, upload: _MultipartUpload, part_size: int, max_in_flight: int) -> None:
+        self._upload = upload
+        self._part_size = part_size
+        self._max_buffers = max_in_flight + 1  # the uploads under way and the one filling
+        self._max_in_flight = max_in_flight
+        self._executor: ThreadPoolExecutor | None = None
+        self._changed = threading.Condition()
+        self._free: list[bytearray] = []
+        self._allocated = 0
+        self._pending: list[Future[dict[str, Any]]] = []
+        self._failure: BaseException | None = None
+
+    def __enter__(self) -> _PartUploads:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any) -> None:
+        if error is None:
+            return
+        # Stop what has not started, let what is under way end, then abort: a part that
+        # lands after the abort would otherwise linger (and bill).
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        self._upload.abort()
+
+    def take_buffer(self) -> bytearray:
+        """A part-sized buffer: a free one, a new one while under the bound, or the next
+        one an upload hands back. Raises the failure of any part upload."""
+        with self._changed:
+            while True:
+                self.raise_if_failed()
+                if self._free:
+                    return self._free.pop()
+                if self._allocated < self._max_buffers:
+                    self._allocated += 1
+                    return bytearray(self._part_size)
+                self._changed.wait()
+
+    def raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def submit(self, part: bytearray) -> None:
+        """Upload a full part, numbered after the ones before it, on a pool thread."""
+        if self._executor is None:
+            self._upload.start()
+            self._executor = ThreadPoolExecutor(self._max_in_flight, thread_name_prefix="s3-part")
+        number = len(self._pending) + 1
+        future = self._executor.submit(self._upload.upload_part, number, part)
+        future.add_done_callback(lambda done: self._part_done(done, part))
+        self._pending.append(future)
+
+    def finish(self, last_part: bytearray) -> None:
+        """Upload the last part, wait for every part, complete the object (or PUT it whole
+        if it never needed a part)."""
+        if self._executor is None:
+            self._upload.put(last_part)
+            return
+        if last_part:
+            self.submit(last_part)
+        with self._changed:
+            while not all(future.done() for future in self._pending):
+                self.raise_if_failed()
+                self._changed.wait()
+            self.raise_if_failed()
+        self._executor.shutdown(wait=True)
+        self._upload.complete([future.result() for future in self._pending])
+
+    def _part_done(self, done: Future[dict[str, Any]], part: bytearray) -> None:
+        with self._changed:
+            if done.cancelled():
+                pass
+            elif (failure := done.exception()) is not None:
+                if self._failure is None:
+                    self._failure = failure
+            else:
+                self._free.append(part)
+            self._changed.notify_all()
+
+
+class _MultipartUpload:
+    """The S3 calls for one object; every storage error becomes DownloadFailed."""
+
+    def __init__(
+        self, s3: Any, *, bucket: str, key: str, content_type: str, metadata: dict[str, str]
+    ) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+        self._key = key
+        self._content_type = content_type
+        self._metadata = metadata
+        self._upload_id: str | None = None
+
+    def start(self) -> None:
+        with _storage_errors_as_download_failed():
+            created = self._s3.create_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                ContentType=self._content_type,
+                Metadata=self._metadata,
+                ChecksumAlgorithm="CRC32",
+            )
+        self._upload_id = created["UploadId"]
+
+    def upload_part(self, number: int, data: bytearray) -> dict[str, Any]:
+        with _storage_errors_as_download_failed():
+            uploaded = self._s3.upload_part(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumAlgorithm="CRC32",
+            )
+        return {"PartNumber": number, "ETag": uploaded["ETag"], "ChecksumCRC32": uploaded["ChecksumCRC32"]}
+
+    def complete(self, parts: list[dict[str, Any]]) -> None:
+        with _storage_errors_as_download_failed():
+            self._s3.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": sorted(parts, key=lambda part: part["PartNumber"])},
+            )
+        self._upload_id = None
+
+    def put(self, body: bytearray) -> None:
+        with _storage_errors_as_download_failed():
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=self._key,
+                Body=body,
+                ContentType=self._content_type,
+                Metadata=self._metadata,
+            )
+
+    def abort(self) -> None:
+        """Abort a started multipart upload, so no parts linger (and bill)."""
+        if self._upload_id is None:
+            return
+        # The original failure matters more than a failed clean-up; the bucket's
+        # lifecycle rule for incomplete multipart uploads is the backstop.
+        with contextlib.suppress(BotoCoreError, ClientError):
+            self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+        self._upload_id = None
+
+
+@contextlib.contextmanager
+def _storage_errors_as_download_failed() -> Iterator[None]:
+    try:
+        yield
+    except (BotoCoreError, ClientError) as error:
+        raise DownloadFailed(
+            f"storing the video in S3 failed: {error}", permanent=False, code="VIDEO_STORE_FAILED"
+        ) from error

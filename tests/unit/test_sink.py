@@ -1,0 +1,279 @@
+"""Writing a stream to S3 with parts uploading concurrently: moto's S3 in process."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from i2v.errors import DownloadFailed
+from i2v.media.sink import store_stream
+
+BUCKET = "videos-bucket"
+KEY = "videos/task-1.mp4"
+METADATA = {"task-id": "task-1"}
+MiB = 1024 * 1024
+PART_SIZE = 5 * MiB
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+class WatchedS3:
+    """moto's client, with each upload_part delayed or failed on demand and watched:
+    how many run at once, which buffers they were given, what had been read by then."""
+
+    def __init__(self, s3: Any, *, before_part: Callable[[int], None] = lambda number: None) -> None:
+        self._s3 = s3
+        self._before_part = before_part
+        self._lock = threading.Lock()
+        self.running = 0
+        self.most_running = 0
+        self.started_parts: list[int] = []
+        self.buffer_ids: set[int] = set()
+        self.aborted = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def upload_part(self, **kwargs: Any) -> Any:
+        with self._lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self.started_parts.append(kwargs["PartNumber"])
+            self.buffer_ids.add(id(kwargs["Body"]))
+        try:
+            self._before_part(kwargs["PartNumber"])
+            return self._s3.upload_part(**kwargs)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def abort_multipart_upload(self, **kwargs: Any) -> Any:
+        self.aborted = True
+        return self._s3.abort_multipart_upload(**kwargs)
+
+
+class Body:
+    """A body handed out in uneven chunks, counting how much of it has been read."""
+
+    def __init__(self, size: int, chunk_size: int = 333 * 1024) -> None:
+        self.data = os.urandom(size)
+        self.chunk_size = chunk_size
+        self.read = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self.data), self.chunk_size):
+            chunk = self.data[start : start + self.chunk_size]
+            self.read += len(chunk)
+            yield chunk
+
+
+def store(chunks: Any, s3: Any, max_in_flight: int = 3) -> int:
+    return store_stream(
+        chunks,
+        s3=s3,
+        bucket=BUCKET,
+        key=KEY,
+        content_type="video/mp4",
+        metadata=METADATA,
+        part_size=PART_SIZE,
+        max_in_flight=max_in_flight,
+    )
+
+
+def assert_nothing_stored(s3: Any) -> None:
+    assert s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def store_failure() -> ClientError:
+    return ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "UploadPart")
+
+
+# --- success -------------------------------------------------------------------------------
+
+
+def test_parts_finishing_out_of_order_are_assembled_in_order(s3: Any) -> None:
+    # Given 23 MiB (five parts) and uploads where each earlier part takes longer than the next
+    body = Body(23 * MiB)
+    watched = WatchedS3(s3, before_part=lambda number: time.sleep(0.05 * (6 - number)))
+
+    # When it is stored with three parts in flight
+    size = store(body, watched, max_in_flight=3)
+
+    # Then the object is the body, byte for byte, from five parts, typed and described
+    assert size == len(body.data)
+    stored = s3.get_object(Bucket=BUCKET, Key=KEY, ChecksumMode="ENABLED")
+    assert stored["Body"].read() == body.data
+    assert stored["ETag"].endswith('-5"')
+    assert stored["ContentType"] == "video/mp4"
+    assert stored["Metadata"] == METADATA
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    # and parts were uploading side by side, in buffers that were reused
+    assert watched.most_running == 3
+    assert sorted(watched.started_parts) == [1, 2, 3, 4, 5]
+    assert len(watched.buffer_ids) <= 4
+
+
+def test_reading_goes_on_while_a_part_uploads_but_no_further_than_the_buffers(s3: Any) -> None:
+    # Given uploads that each take a while, and a body of six parts
+    body = Body(6 * PART_SIZE)
+    read_when_started: dict[int, int] = {}
+
+    def slow(number: int) -> None:
+        read_when_started[number] = body.read
+        time.sleep(0.3)
+
+    watched = WatchedS3(s3, before_part=slow)
+
+    # When it is stored with two parts in flight
+    store(body, watched, max_in_flight=2)
+
+    # Then by the time the first part had finished uploading, the second and third were
+    # read (two in flight and one filling) and no more: reading waited for a free buffer
+    assert read_when_started[1] <= 2 * PART_SIZE
+    assert read_when_started[3] >= 3 * PART_SIZE
+    assert read_when_started[3] <= 4 * PART_SIZE
+    assert watched.most_running == 2
+    assert s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read() == body.data
+
+
+def test_a_stream_shorter_than_a_part_is_one_put(s3: Any) -> None:
+    # Given 1 MiB
+    body = Body(MiB)
+    watched = WatchedS3(s3)
+
+    # When it is stored
+    size = store(body, watched)
+
+    # Then it went up whole, without a multipart upload
+    assert size == MiB
+    assert watched.started_parts == []
+    stored = s3.get_object(Bucket=BUCKET, Key=KEY)
+    assert stored["Body"].read() == body.data
+    assert "-" not in stored["ETag"]
+    assert stored["ContentType"] == "video/mp4"
+
+
+def test_an_exact_multiple_of_the_part_size_has_no_empty_last_part(s3: Any) -> None:
+    # Given exactly two parts
+    body = Body(2 * PART_SIZE, chunk_size=MiB)
+
+    # When it is stored
+    store(body, s3)
+
+    # Then the object has two parts
+    stored = s3.get_object(Bucket=BUCKET, Key=KEY)
+    assert stored["ETag"].endswith('-2"')
+    assert stored["Body"].read() == body.data
+
+
+# --- failures -----------------------------------------------------------------------------
+
+
+def test_a_part_failing_while_others_are_in_flight_aborts_and_stops_reading(s3: Any) -> None:
+    # Given a 60 MiB body where part 2 fails at once while parts 1 and 3 are still uploading
+    body = Body(60 * MiB)
+
+    def part_2_fails(number: int) -> None:
+        if number == 2:
+            raise store_failure()
+        time.sleep(0.3)
+
+    watched = WatchedS3(s3, before_part=part_2_fails)
+
+    # When it is stored with three parts in flight
+    with pytest.raises(DownloadFailed) as excinfo:
+        store(body, watched, max_in_flight=3)
+
+    # Then the failure is transient, the upload aborted, nothing left, and reading stopped
+    # within the buffers (far short of the body)
+    assert (excinfo.value.code, excinfo.value.permanent) == ("VIDEO_STORE_FAILED", False)
+    assert watched.aborted
+    assert_nothing_stored(s3)
+    assert body.read <= 5 * PART_SIZE
+    assert 2 in watched.started_parts
+
+
+def test_the_body_failing_mid_stream_aborts_with_parts_in_flight(s3: Any) -> None:
+    # Given a body that fails (as the size cap does) after three parts, uploads being slow
+    def over_the_cap() -> Iterator[bytes]:
+        for _ in range(3 * 5):
+            yield os.urandom(MiB)
+        raise DownloadFailed("over the cap", permanent=True, code="VIDEO_TOO_LARGE")
+
+    watched = WatchedS3(s3, before_part=lambda number: time.sleep(0.2))
+
+    # When it is stored
+    with pytest.raises(DownloadFailed) as excinfo:
+        store(over_the_cap(), watched, max_in_flight=2)
+
+    # Then the body's own error comes through, and nothing is left once the parts under way ended
+    assert (excinfo.value.code, excinfo.value.permanent) == ("VIDEO_TOO_LARGE", True)
+    assert watched.aborted
+    assert watched.running == 0
+    assert_nothing_stored(s3)
+
+
+def test_a_failing_completion_aborts(s3: Any) -> None:
+    # Given a store whose completion fails
+    class FailingCompletion(WatchedS3):
+        def complete_multipart_upload(self, **kwargs: Any) -> Any:
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "Complete")
+
+    watched = FailingCompletion(s3)
+
+    # When two parts are stored
+    with pytest.raises(DownloadFailed) as excinfo:
+        store(Body(2 * PART_SIZE), watched)
+
+    # Then the upload is aborted and nothing is left
+    assert excinfo.value.code == "VIDEO_STORE_FAILED"
+    assert watched.aborted
+    assert_nothing_stored(s3)
+
+
+def test_a_failing_single_put_is_a_store_failure(s3: Any) -> None:
+    # Given a bucket that does not exist
+    # When a short stream is stored there
+    with pytest.raises(DownloadFailed) as excinfo:
+        store_stream(
+            [b"small"],
+            s3=s3,
+            bucket="no-such-bucket",
+            key=KEY,
+            content_type="video/mp4",
+            metadata={},
+            part_size=PART_SIZE,
+        )
+
+    # Then the failure is transient
+    assert (excinfo.value.code, excinfo.value.permanent) == ("VIDEO_STORE_FAILED", False)
+
+
+@pytest.mark.parametrize(("part_size", "max_in_flight"), [(PART_SIZE - 1, 2), (PART_SIZE, 0)])
+def test_bad_settings_are_refused(s3: Any, part_size: int, max_in_flight: int) -> None:
+    with pytest.raises(ValueError, match=r"part_size|max_in_flight"):
+        store_stream(
+            [b"x"],
+            s3=s3,
+            bucket=BUCKET,
+            key=KEY,
+            content_type="video/mp4",
+            metadata={},
+            part_size=part_size,
+            max_in_flight=max_in_flight,
+        )

@@ -13,7 +13,7 @@ VENV := .venv
 TOOLS := .venv-tools
 RUN := $(VENV)/bin/python
 
-.PHONY: demo test unit integration template check lint typecheck format layer-requirements build clean uv
+.PHONY: demo test unit integration template check lint typecheck format layer-requirements build clean uv bench
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
@@ -56,6 +56,10 @@ typecheck: $(VENV)/.synced
 format: $(VENV)/.synced
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+## bench: every benchmark section into reports/bench.json + reports/bench.md (QUICK=1, SECTIONS=a,b)
+bench: $(VENV)/.synced
+	$(RUN) bench/run.py $(if $(QUICK),--quick) $(if $(SECTIONS),--sections $(SECTIONS))
 
 ## layer-requirements: regenerate the layer's requirements from uv.lock (never edit by hand)
 layer-requirements: | uv

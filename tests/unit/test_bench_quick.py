@@ -1,0 +1,69 @@
+"""`bench/run.py --quick` runs end to end and writes its JSON, report and charts.
+
+No timing is asserted: CI machines are noisy. The numbers only have to be there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+# The sections that exist so far; add stream, burst and aws_calls as their modules land.
+SECTIONS = ("cold_start", "cost")
+KEYS = {
+    "cold_start": ["cold_start.max_ratio"],
+    "stream": ["stream.max_peak_rss_mib", "stream.min_throughput_ratio"],
+    "burst": [
+        "webhook.ack_p95_ms",
+        "webhook.timeouts",
+        "burst.uploads",
+        "burst.finished",
+        "burst.duplicates",
+        "burst.max_concurrent",
+        "burst.limit",
+    ],
+    "aws_calls": ["aws_calls.dynamodb_reads", "aws_calls.dynamodb_writes"],
+    "cost": ["cost.ratio"],
+}
+CHARTS = {"cold_start": "bench-cold-start.png", "cost": "bench-cost.png"}
+
+
+def dotted(results: dict[str, Any], key: str) -> Any:
+    value: Any = results
+    for part in key.split("."):
+        assert isinstance(value, dict) and part in value, f"{key} missing"
+        value = value[part]
+    return value
+
+
+def test_quick_bench_writes_json_report_and_charts(tmp_path: Path) -> None:
+    # Given / When: the quick run of every section present
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", "--quick", "--sections", ",".join(SECTIONS), "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+    # Then: it succeeded, and every key holds a number
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert results["errors"] == {}
+    for section in SECTIONS:
+        for key in KEYS[section]:
+            value = dotted(results, key)
+            assert isinstance(value, int | float) and not isinstance(value, bool), f"{key} = {value!r}"
+    for name, figures in results["cold_start"]["functions"].items():
+        for figure in ("handler_ms", "floor_ms", "ratio"):
+            assert all(isinstance(figures[figure][k], float | int) for k in ("median", "min", "max")), name
+        assert figures["top_imports"], name
+    assert (tmp_path / "bench.md").stat().st_size > 0
+    for section, chart in CHARTS.items():
+        if section in SECTIONS:
+            assert (tmp_path / chart).stat().st_size > 0, chart

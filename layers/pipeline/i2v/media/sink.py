@@ -81,6 +81,7 @@ class _PartUploads:
         self._max_buffers = max_in_flight + 1  # the uploads under way and the one filling
         self._max_in_flight = max_in_flight
         self._executor: ThreadPoolExecutor | None = None
+        self._created: Future[None] | None = None
         self._changed = threading.Condition()
         self._free: list[bytearray] = []
         self._allocated = 0
@@ -119,10 +120,11 @@ class _PartUploads:
     def submit(self, part: bytearray) -> None:
         """Upload a full part, numbered after the ones before it, on a pool thread."""
         if self._executor is None:
-            self._upload.start()
             self._executor = ThreadPoolExecutor(self._max_in_flight, thread_name_prefix="s3-part")
+            # Created on the pool, first in its queue, while the next part is read.
+            self._created = self._executor.submit(self._upload.start)
         number = len(self._pending) + 1
-        future = self._executor.submit(self._upload.upload_part, number, part)
+        future = self._executor.submit(self._upload_part, number, part)
         future.add_done_callback(lambda done: self._part_done(done, part))
         self._pending.append(future)
 
@@ -141,6 +143,11 @@ class _PartUploads:
             self.raise_if_failed()
         self._executor.shutdown(wait=True)
         self._upload.complete([future.result() for future in self._pending])
+
+    def _upload_part(self, number: int, part: bytearray) -> dict[str, Any]:
+        assert self._created is not None
+        self._created.result()  # raises the creation's failure for every part
+        return self._upload.upload_part(number, part)
 
     def _part_done(self, done: Future[dict[str, Any]], part: bytearray) -> None:
         with self._changed:

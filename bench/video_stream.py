@@ -1,41 +1,54 @@
-"""Video streaming: throughput and memory of i2v.media.video.stream_video_to_s3.
+"""Video streaming: stream_video_to_s3 against boto3's upload_fileobj, side by side.
 
-A loopback HTTP server (its own process, so its buffers are not counted) generates an MP4-
-looking body on the fly: a valid `ftyp` box, then a fixed pseudo-random 1 MiB block over
-and over, served as video/mp4 with a Content-Length. The S3 client is a stand-in with
-boto3's method names and keyword arguments that keeps only the length and a CRC32 of each
-part, so the measurement sees the streaming code, not moto's (or anyone's) copy of the
-video. With `--s3 moto` the worker instead uses the production boto3 client (i2v.aws.client)
-against moto's server in its own process: slower, but it shows whether boto3 itself copies
-a part on the way out (moto's copy of the video lives in the other process).
+Both sides move the same bytes the same way: a loopback HTTP server (its own process)
+generates an MP4-looking body on the fly (a valid `ftyp` box, then a fixed pseudo-random
+1 MiB block over and over) served as video/mp4 with a Content-Length, and each sample is
+a fresh worker process that GETs it and writes it to moto's S3 server (its own process, on
+loopback, so moto's copy of the video is not in the worker) through the functions' own
+boto3 client (i2v.aws.client, AWS_ENDPOINT_URL pointing at moto).
 
-Each sample is a fresh worker process that downloads one video twice:
-- plain: wall time (throughput) and peak RSS above the RSS before the download (the
-  kernel's high-water mark, VmHWM, reset through /proc/self/clear_refs just before), with
-  the once-per-process TLS context measured apart;
-- under tracemalloc: the peak of Python's traced heap during the download.
-The worker then checks the digest and length against the generated body.
+- ours: `i2v.media.video.stream_video_to_s3` (SSRF-guarded httpcore download, size cap,
+  signature check, SHA-256 on the fly, parts of 8 MiB uploading up to `--in-flight` at a
+  time, CRC32 per part). The worker checks the SHA-256 and the stored length.
+- baseline: boto3's `s3.upload_fileobj(response, ...)` with its default TransferConfig
+  (8 MiB parts, 10 threads, CRC32 by default), reading straight from the standard
+  library's `http.client` response for the same URL: the same bytes off the same kind of
+  socket, with none of the guards and no hash. That is the fastest plain way to pipe an
+  HTTP body into S3 with boto3, so the ratio prices the guards and the hash.
+- tm (`--contenders ours tm baseline`, for comparison only): option (a) of issue 6, the
+  guarded VideoBody behind a file-like reader fed to `upload_fileobj` with a TransferConfig
+  of `--in-flight` threads and as many chunks in memory.
 
-Run: .venv/bin/python bench/video_stream.py [--runs 5] [--sizes-mib 64 256 1024]
-                                            [--s3 discard|moto] [--part-mib 8] [--profile]
+Contenders alternate (ours, baseline, ours, baseline, ...) for each size, after one
+discarded warm-up of each. Each worker imports everything and makes the S3 calls a
+transfer makes once on a small object before the clock starts, then times the transfer
+alone; peak RSS is the whole worker process's high-water mark (VmHWM) at the end.
+moto is reset after every sample, so its memory does not pile up. Throughput is MiB/s of
+body; ratio is ours / the baseline of the same pair.
+
+`run(quick)` is what `bench/run.py` calls (the `stream` key of reports/bench.json).
+
+Run: .venv/bin/python bench/video_stream.py [--quick] [--pairs 5] [--sizes-mib 10 100 1024]
+                                            [--in-flight 2] [--contenders ours baseline]
+                                            [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
+import functools
 import hashlib
+import io
 import json
 import os
 import random
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -45,7 +58,16 @@ from measure import MIB, ROOT, Summary, load, machine
 BLOCK_SIZE = MIB
 BLOCK_SEED = 2026
 FTYP_BOX = (24).to_bytes(4, "big") + b"ftypisom" + (512).to_bytes(4, "big") + b"isomiso2avc1mp41"
-DEFAULT_PART_MIB = 8  # i2v.media.video.DEFAULT_PART_SIZE
+BUCKET = "media"
+KEY = "videos/bench.mp4"
+CONTENDERS = ("ours", "baseline", "tm")
+FULL_SIZES_MIB = (10, 100, 1024)
+FULL_PAIRS = 5
+QUICK_SIZES_MIB = (10, 40)
+QUICK_PAIRS = 2
+DEFAULT_IN_FLIGHT = 2  # i2v.media.sink.DEFAULT_MAX_IN_FLIGHT
+RSS_BOUND_MIB = 128.0
+WORKER_TIMEOUT_SECONDS = 600
 
 
 def generated_blocks(size: int) -> Iterator[bytes | memoryview]:
@@ -57,6 +79,13 @@ def generated_blocks(size: int) -> Iterator[bytes | memoryview]:
         piece = memoryview(block)[: min(BLOCK_SIZE, size - sent)]
         yield piece
         sent += len(piece)
+
+
+def expected_sha256(size: int) -> str:
+    digest = hashlib.sha256()
+    for piece in generated_blocks(size):
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 # --- the server process ------------------------------------------------------------------
@@ -87,46 +116,6 @@ def serve() -> None:
 # --- the worker process ------------------------------------------------------------------
 
 
-class DiscardingS3:
-    """boto3's S3 multipart calls, keeping nothing of a part but its length and CRC32."""
-
-    def __init__(self) -> None:
-        self.part_sizes: list[int] = []
-        self.stored_bytes = 0
-
-    def create_multipart_upload(self, *, Bucket: str, Key: str, **kwargs: Any) -> dict[str, Any]:
-        self.part_sizes.clear()
-        self.stored_bytes = 0
-        return {"Bucket": Bucket, "Key": Key, "UploadId": "bench-upload"}
-
-    def upload_part(
-        self, *, Bucket: str, Key: str, UploadId: str, PartNumber: int, Body: bytes | bytearray, **kwargs: Any
-    ) -> dict[str, Any]:
-        # A real client computes the CRC32 it was asked for (ChecksumAlgorithm) over the body.
-        crc = zlib.crc32(Body)
-        self.part_sizes.append(len(Body))
-        self.stored_bytes += len(Body)
-        return {
-            "ETag": f'"{PartNumber:08x}"',
-            "ChecksumCRC32": base64.b64encode(crc.to_bytes(4, "big")).decode(),
-        }
-
-    def complete_multipart_upload(
-        self, *, Bucket: str, Key: str, UploadId: str, MultipartUpload: Any, **kwargs: Any
-    ) -> dict[str, Any]:
-        return {"Bucket": Bucket, "Key": Key, "ETag": '"complete"'}
-
-    def abort_multipart_upload(
-        self, *, Bucket: str, Key: str, UploadId: str, **kwargs: Any
-    ) -> dict[str, Any]:
-        return {}
-
-    def put_object(self, *, Bucket: str, Key: str, Body: bytes | bytearray, **kwargs: Any) -> dict[str, Any]:
-        self.part_sizes = [len(Body)]
-        self.stored_bytes = len(Body)
-        return {"ETag": '"single"'}
-
-
 def proc_status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
@@ -134,147 +123,145 @@ def proc_status_kib(field: str) -> int:
     raise LookupError(field)
 
 
-def reset_peak_rss() -> None:
-    # Writing 5 resets the peak resident set size (VmHWM) to the current one.
-    Path("/proc/self/clear_refs").write_text("5")
+def warmed_up_s3() -> Any:
+    """The functions' own S3 client, with every call a transfer makes made once on a small
+    object (models loaded, connections open, s3transfer imported) before the clock starts."""
+    import boto3.s3.transfer  # noqa: F401 - loaded here, not on the clock
 
-
-def boto3_s3() -> Any:
-    """The functions' own S3 client (AWS_ENDPOINT_URL points it at moto), warmed up: the
-    calls a download makes have loaded their models before anything is measured."""
+    import i2v.media.video  # noqa: F401 - the same for every contender
     from i2v.aws import client
 
     s3 = client("s3")
-    s3.create_bucket(Bucket="media")
-    upload_id = s3.create_multipart_upload(Bucket="media", Key="warm-up", ChecksumAlgorithm="CRC32")[
+    s3.create_bucket(Bucket=BUCKET)
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="warm-up", ChecksumAlgorithm="CRC32")[
         "UploadId"
     ]
     s3.upload_part(
-        Bucket="media", Key="warm-up", UploadId=upload_id, PartNumber=1, Body=b"x", ChecksumAlgorithm="CRC32"
+        Bucket=BUCKET, Key="warm-up", UploadId=upload_id, PartNumber=1, Body=b"x", ChecksumAlgorithm="CRC32"
     )
-    s3.abort_multipart_upload(Bucket="media", Key="warm-up", UploadId=upload_id)
-    s3.put_object(Bucket="media", Key="warm-up", Body=b"x")
+    s3.abort_multipart_upload(Bucket=BUCKET, Key="warm-up", UploadId=upload_id)
+    s3.put_object(Bucket=BUCKET, Key="warm-up", Body=b"x")
+    s3.upload_fileobj(io.BytesIO(b"x"), BUCKET, "warm-up")
+    tls_context()
     return s3
 
 
-def stored_size(s3: Any) -> int:
-    if isinstance(s3, DiscardingS3):
-        return s3.stored_bytes
-    return int(s3.head_object(Bucket="media", Key="videos/bench.mp4")["ContentLength"])
+class BodyReader(io.RawIOBase):
+    """A guarded VideoBody as a raw file: what upload_fileobj reads in option (a)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        taken = min(len(buffer), len(self._pending))
+        buffer[:taken] = self._pending[:taken]
+        self._pending = self._pending[taken:]
+        return taken
 
 
-def profile(port: int, size: int, part_size: int) -> None:
-    """One download under cProfile: where the time goes (the profiler slows it down)."""
-    import cProfile
-    import pstats
-
-    from i2v.media.video import DownloadPolicy, stream_video_to_s3
-
-    policy = DownloadPolicy(
-        allowed_hosts=("127.0.0.1",),
-        allow_http=True,
-        allow_private_networks=True,
-        max_bytes=1024 * MIB,
-        timeout_seconds=120,
-    )
-    url = f"http://127.0.0.1:{port}/video/{size}.mp4"
-    profiler = cProfile.Profile()
-    profiler.runcall(
-        stream_video_to_s3,
-        url,
-        policy=policy,
-        s3=DiscardingS3(),
-        bucket="media",
-        key="videos/bench.mp4",
-        metadata={},
-        part_size=part_size,
-    )
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(10)
-
-
-def work(port: int, size: int, part_size: int, real_s3: bool) -> None:
-    import ssl
-    import tracemalloc
-
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """What the function makes on its first download, once per process (certifi's CA
+    bundle, some 20 ms): made before the clock starts and passed in."""
     import certifi
 
-    from i2v.media.video import DownloadPolicy, stream_video_to_s3
+    return ssl.create_default_context(cafile=certifi.where())
 
-    policy = DownloadPolicy(
+
+def transfer_ours(s3: Any, url: str, in_flight: int) -> tuple[int, str | None]:
+    from i2v.media.video import stream_video_to_s3
+
+    stored = stream_video_to_s3(
+        url,
+        policy=bench_policy(),
+        s3=s3,
+        bucket=BUCKET,
+        key=KEY,
+        metadata={},
+        max_in_flight=in_flight,
+        ssl_context=tls_context(),
+    )
+    return stored.size, stored.sha256
+
+
+def transfer_tm(s3: Any, url: str, in_flight: int) -> tuple[int, str | None]:
+    from boto3.s3.transfer import TransferConfig
+
+    from i2v.media.fetch import VIDEO_CONTENT_TYPE, open_video
+    from i2v.media.sink import DEFAULT_PART_SIZE
+
+    config = TransferConfig(
+        multipart_threshold=DEFAULT_PART_SIZE,
+        multipart_chunksize=DEFAULT_PART_SIZE,
+        max_concurrency=in_flight,
+    )
+    config.max_in_memory_upload_chunks = in_flight  # s3transfer's own bound on buffered parts
+    with open_video(url, bench_policy(), ssl_context=tls_context()) as body:
+        reader = io.BufferedReader(BodyReader(iter(body)), buffer_size=256 * 1024)
+        s3.upload_fileobj(
+            reader,
+            BUCKET,
+            KEY,
+            ExtraArgs={"ContentType": VIDEO_CONTENT_TYPE, "Metadata": {}, "ChecksumAlgorithm": "CRC32"},
+            Config=config,
+        )
+        return body.size, body.sha256
+
+
+def transfer_baseline(s3: Any, url: str, in_flight: int) -> tuple[int, str | None]:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+    try:
+        connection.request("GET", parts.path)
+        response = connection.getresponse()
+        s3.upload_fileobj(response, BUCKET, KEY, ExtraArgs={"ContentType": "video/mp4"})
+    finally:
+        connection.close()
+    return -1, None
+
+
+TRANSFERS = {"ours": transfer_ours, "tm": transfer_tm, "baseline": transfer_baseline}
+
+
+def bench_policy() -> Any:
+    from i2v.media.video import DownloadPolicy
+
+    return DownloadPolicy(
         allowed_hosts=("127.0.0.1",),
         allow_http=True,
         allow_private_networks=True,
-        max_bytes=1024 * MIB,
-        timeout_seconds=120,
+        max_bytes=2048 * MIB,
+        timeout_seconds=WORKER_TIMEOUT_SECONDS,
     )
-    s3 = boto3_s3() if real_s3 else DiscardingS3()
+
+
+def work(contender: str, port: int, size: int, sha256: str, in_flight: int) -> None:
+    s3 = warmed_up_s3()
     url = f"http://127.0.0.1:{port}/video/{size}.mp4"
-
-    # The function builds this TLS context (certifi's CA bundle) once per process, on its
-    # first download; it is made here, measured on its own and passed in, so the download's
-    # own peak is what remains.
-    rss_before_tls = proc_status_kib("VmRSS")
-    reset_peak_rss()
-    tls_context = ssl.create_default_context(cafile=certifi.where())
-    tls_context_kib = proc_status_kib("VmHWM") - rss_before_tls
-
-    def download() -> Any:
-        return stream_video_to_s3(
-            url,
-            policy=policy,
-            s3=s3,
-            bucket="media",
-            key="videos/bench.mp4",
-            metadata={},
-            part_size=part_size,
-            ssl_context=tls_context,
-        )
-
     rss_before = proc_status_kib("VmRSS")
-    reset_peak_rss()
     started = time.perf_counter()
-    stored = download()
+    got_size, got_sha256 = TRANSFERS[contender](s3, url, in_flight)
     elapsed = time.perf_counter() - started
-    rss_peak = proc_status_kib("VmHWM")
-
-    tracemalloc.start()
-    traced_before, _ = tracemalloc.get_traced_memory()
-    tracemalloc.reset_peak()
-    download()
-    _, traced_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-
-    expected = hashlib.sha256()
-    for piece in generated_blocks(size):
-        expected.update(piece)
-    in_s3 = stored_size(s3)
-    if stored.size != size or in_s3 != size or stored.sha256 != expected.hexdigest():
-        raise SystemExit(f"wrong video stored: {stored} vs {size} bytes, {in_s3} in S3")
-    print(
-        json.dumps(
-            {
-                "seconds": elapsed,
-                "rss_before_kib": rss_before,
-                "rss_peak_delta_kib": rss_peak - rss_before,
-                "tls_context_kib": tls_context_kib,
-                "traced_peak_bytes": traced_peak - traced_before,
-                "parts": -(-size // part_size),
-            }
-        )
-    )
+    peak = proc_status_kib("VmHWM")
+    in_s3 = int(s3.head_object(Bucket=BUCKET, Key=KEY)["ContentLength"])
+    if in_s3 != size or got_size not in (-1, size) or got_sha256 not in (None, sha256):
+        raise SystemExit(f"{contender}: wrong video stored: {got_size} bytes {got_sha256}, {in_s3} in S3")
+    print(json.dumps({"seconds": elapsed, "rss_before_kib": rss_before, "rss_peak_kib": peak}))
 
 
 # --- the driver --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sample:
-    seconds: float
-    rss_before_kib: int
-    rss_peak_delta_kib: int
-    tls_context_kib: int
-    traced_peak_bytes: int
-    parts: int
 
 
 def start_server() -> tuple[subprocess.Popen[str], int]:
@@ -283,94 +270,185 @@ def start_server() -> tuple[subprocess.Popen[str], int]:
     return server, int(server.stdout.readline())
 
 
-def run_worker(port: int, size: int, part_size: int, moto_url: str | None) -> Sample:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "pipeline")}
-    command = [sys.executable, __file__, "--work", str(port), str(size), str(part_size)]
-    if moto_url is not None:
-        command.append("--real-s3")
-        env |= {
-            "AWS_ENDPOINT_URL": moto_url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    done = subprocess.run(
-        command,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=110,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"worker failed:\n{done.stdout}\n{done.stderr[-3000:]}")
-    if moto_url is not None:  # drop the stored video, so moto's memory does not pile up
+def run_worker(
+    contender: str, port: int, size: int, sha256: str, in_flight: int, moto_url: str
+) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "pipeline"), str(ROOT)]),
+        "AWS_ENDPOINT_URL": moto_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    command = [sys.executable, __file__, "--work", contender, str(port), str(size), sha256, str(in_flight)]
+    try:
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, check=False, timeout=WORKER_TIMEOUT_SECONDS
+        )
+    finally:  # drop the stored video, so moto's memory does not pile up
         urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).close()
-    return Sample(**json.loads(done.stdout.splitlines()[-1]))
+    if done.returncode != 0:
+        raise RuntimeError(f"{contender} worker failed:\n{done.stdout}\n{done.stderr[-3000:]}")
+    sample = json.loads(done.stdout.splitlines()[-1])
+    return {
+        "mib_s": size / MIB / sample["seconds"],
+        "peak_rss_mib": sample["rss_peak_kib"] / 1024,
+        "rss_before_mib": sample["rss_before_kib"] / 1024,
+    }
+
+
+def summary(samples: Sequence[float]) -> dict[str, float]:
+    of = Summary.of(samples)
+    return {"median": of.median, "low": of.low, "high": of.high, "n": of.count}
+
+
+def size_row(size_mib: int, samples: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """One size's summaries: each contender's throughput and RSS, and the pairs' ratios."""
+    row: dict[str, Any] = {"size_mib": size_mib}
+    for contender, runs in samples.items():
+        row[f"{contender}_mib_s"] = summary([run["mib_s"] for run in runs])
+        row[f"{contender}_peak_rss_mib"] = summary([run["peak_rss_mib"] for run in runs])
+        row[f"{contender}_rss_before_mib"] = summary([run["rss_before_mib"] for run in runs])
+    for contender, key in (("ours", "ratio"), ("tm", "tm_ratio")):
+        if contender in samples and "baseline" in samples:
+            pairs = zip(samples[contender], samples["baseline"], strict=True)
+            row[key] = summary([mine["mib_s"] / theirs["mib_s"] for mine, theirs in pairs])
+    if "ours" in samples:
+        row["peak_rss_mib"] = row["ours_peak_rss_mib"]
+    return row
+
+
+def measure(
+    sizes_mib: Sequence[int],
+    pairs: int,
+    *,
+    in_flight: int = DEFAULT_IN_FLIGHT,
+    contenders: Sequence[str] = ("ours", "baseline"),
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Every contender `pairs` times per size, alternating, in fresh workers."""
+    from local.moto_server import MotoServer
+
+    started = time.monotonic()
+    load_before = load()
+    per_size: dict[int, dict[str, list[dict[str, float]]]] = {}
+    with contextlib.ExitStack() as stack:
+        moto_url = stack.enter_context(MotoServer()).url
+        server, port = start_server()
+        stack.callback(server.wait)
+        stack.callback(server.kill)
+        warm_size = min(sizes_mib) * MIB
+        for contender in contenders:  # discarded: page cache, .pyc, moto's first answers
+            run_worker(contender, port, warm_size, expected_sha256(warm_size), in_flight, moto_url)
+        for size_mib in sizes_mib:
+            size = size_mib * MIB
+            sha256 = expected_sha256(size)
+            per_size[size_mib] = {contender: [] for contender in contenders}
+            for round_number in range(pairs):
+                for contender in contenders:
+                    sample = run_worker(contender, port, size, sha256, in_flight, moto_url)
+                    per_size[size_mib][contender].append(sample)
+                    if progress:
+                        print(
+                            f"  {size_mib:>5} MiB #{round_number + 1} {contender:>8}: "
+                            f"{sample['mib_s']:7.1f} MiB/s, peak RSS {sample['peak_rss_mib']:6.1f} MiB",
+                            flush=True,
+                        )
+    sizes = [size_row(size_mib, samples) for size_mib, samples in per_size.items()]
+    result: dict[str, Any] = {
+        "sizes": sizes,
+        "pairs": pairs,
+        "in_flight": in_flight,
+        "part_mib": 8,
+        "contenders": list(contenders),
+        "rss_bound_mib": RSS_BOUND_MIB,
+        "machine": machine(),
+        "load_before": load_before,
+        "load_after": load(),
+        "seconds": time.monotonic() - started,
+    }
+    if all("ratio" in row for row in sizes):
+        result["min_throughput_ratio"] = min(row["ratio"]["median"] for row in sizes)
+        result["max_peak_rss_mib"] = max(row["peak_rss_mib"]["high"] for row in sizes)
+    return result
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """For bench/run.py: ours against the baseline; `quick` in well under a minute.
+
+    `min_throughput_ratio` is the smallest per-size median of ours / baseline (target
+    >= 0.9); `max_peak_rss_mib` the largest peak RSS of any of our workers (target <= 128).
+    """
+    if quick:
+        return measure(QUICK_SIZES_MIB, QUICK_PAIRS)
+    return measure(FULL_SIZES_MIB, FULL_PAIRS)
+
+
+def show(result: dict[str, Any]) -> None:
+    def cell(stat: dict[str, float], fmt: str = ".1f") -> str:
+        return f"{stat['median']:{fmt}} [{stat['low']:{fmt}}-{stat['high']:{fmt}}]"
+
+    contenders = result["contenders"]
+    print(
+        f"\n== N={result['pairs']} per contender and size, alternating; parts {result['part_mib']} MiB, "
+        f"{result['in_flight']} in flight; median [min-max] =="
+    )
+    header = f"{'body':>9}" + "".join(f" {c + ' MiB/s':>24} {c + ' peak RSS MiB':>24}" for c in contenders)
+    if "ratio" in result["sizes"][0]:
+        header += f" {'ratio ours/baseline':>22}"
+    if "tm_ratio" in result["sizes"][0]:
+        header += f" {'ratio tm/baseline':>22}"
+    print(header)
+    for row in result["sizes"]:
+        line = f"{row['size_mib']:>5} MiB"
+        for contender in contenders:
+            line += f" {cell(row[f'{contender}_mib_s']):>24} {cell(row[f'{contender}_peak_rss_mib']):>24}"
+        if "ratio" in row:
+            line += f" {cell(row['ratio'], '.2f'):>22}"
+        if "tm_ratio" in row:
+            line += f" {cell(row['tm_ratio'], '.2f'):>22}"
+        print(line)
+    if "min_throughput_ratio" in result:
+        print(
+            f"min throughput ratio {result['min_throughput_ratio']:.2f} (target >= 0.9), "
+            f"max peak RSS {result['max_peak_rss_mib']:.1f} MiB (target <= {RSS_BOUND_MIB:.0f})"
+        )
+    print(f"{result['seconds']:.0f} s; load before: {result['load_before']}; after: {result['load_after']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--sizes-mib", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--s3", choices=("discard", "moto"), default="discard")
-    parser.add_argument("--real-s3", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"sizes {QUICK_SIZES_MIB} MiB, {QUICK_PAIRS} pairs"
+    )
+    parser.add_argument("--pairs", type=int, help=f"rounds per size (default {FULL_PAIRS})")
+    parser.add_argument("--sizes-mib", type=int, nargs="+", help=f"body sizes (default {FULL_SIZES_MIB})")
+    parser.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT, help="parts uploading at once")
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=["ours", "baseline"])
+    parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--part-mib", type=int, default=DEFAULT_PART_MIB)
-    parser.add_argument("--profile", action="store_true", help="profile one download of the first size")
-    parser.add_argument("--work", nargs=3, type=int, metavar=("PORT", "SIZE", "PART"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--work", nargs=5, metavar=("WHO", "PORT", "SIZE", "SHA256", "IN_FLIGHT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.serve:
         serve()
         return
     if args.work:
-        port, size, part_size = args.work
-        work(port, size, part_size, real_s3=args.real_s3)
+        contender, port, size, sha256, in_flight = args.work
+        work(contender, int(port), int(size), sha256, int(in_flight))
         return
 
     print(machine())
-    part_size = args.part_mib * MIB
-    print(f"part size {args.part_mib} MiB; body served from a loopback server process; S3: {args.s3}")
-    with contextlib.ExitStack() as stack:
-        moto_url = None
-        if args.s3 == "moto":
-            from local.moto_server import MotoServer
-
-            moto_url = stack.enter_context(MotoServer()).url
-        server, port = start_server()
-        stack.callback(server.wait)
-        stack.callback(server.kill)
-        if args.profile:
-            profile(port, args.sizes_mib[0] * MIB, part_size)
-            return
-        run_worker(port, 16 * MIB, part_size, moto_url)  # warm-up, discarded: page cache, .pyc
-        results: dict[int, list[Sample]] = {size: [] for size in args.sizes_mib}
-        for _ in range(args.runs):  # interleaved across sizes
-            for size_mib in args.sizes_mib:
-                results[size_mib].append(run_worker(port, size_mib * MIB, part_size, moto_url))
-
-    print(f"\n== stream_video_to_s3, N={args.runs} fresh workers per size; median [min-max] ==")
-    print(
-        f"{'body':>8} {'parts':>6} {'MiB/s':>22} {'peak RSS delta MiB':>22} "
-        f"{'traced heap peak MiB':>22} {'RSS before MiB':>16}"
-    )
-    for size_mib, samples in results.items():
-        throughput = Summary.of([size_mib / s.seconds for s in samples])
-        rss = Summary.of([s.rss_peak_delta_kib / 1024 for s in samples])
-        traced = Summary.of([s.traced_peak_bytes / MIB for s in samples])
-        before = Summary.of([s.rss_before_kib / 1024 for s in samples])
-        print(
-            f"{size_mib:>5} MiB {samples[0].parts:>6} {throughput.show():>22} {rss.show(fmt='.2f'):>22} "
-            f"{traced.show(fmt='.2f'):>22} {before.median:>16.1f}"
-        )
-    tls = Summary.of([s.tls_context_kib / 1024 for samples in results.values() for s in samples])
-    print(
-        f"plus, once per process, the TLS context with certifi's CA bundle: {tls.show(fmt='.2f')} MiB RSS "
-        "(made before the download and passed in; the function makes it on its first download)"
-    )
-    print(f"(at the end: {load()})")
+    sizes = args.sizes_mib or (QUICK_SIZES_MIB if args.quick else FULL_SIZES_MIB)
+    pairs = args.pairs or (QUICK_PAIRS if args.quick else FULL_PAIRS)
+    result = measure(sizes, pairs, in_flight=args.in_flight, contenders=args.contenders, progress=True)
+    show(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -111,17 +111,25 @@ def chart_cold_start(cold: dict[str, Any], path: Path) -> None:
 
 
 def chart_stream(stream: dict[str, Any], path: Path) -> bool:
-    """Throughput ratio (and peak RSS) per body size, if the section returned them per size."""
-    rows = stream.get("per_size")
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+    """Throughput ratio to the baseline per body size, with its spread, if returned per size."""
+    rows = stream.get("sizes")
+    if not isinstance(rows, list) or not rows:
         return False
-    sizes = [r.get("size_mib") for r in rows]
-    ratios = [r.get("throughput_ratio") for r in rows]
-    if not all(isinstance(v, int | float) for v in [*sizes, *ratios]):
+    points = [
+        (row["size_mib"], row["ratio"])
+        for row in rows
+        if isinstance(row, dict) and isinstance(row.get("ratio"), dict) and "size_mib" in row
+    ]
+    if not points:
         return False
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 3.8))
-    axis.plot(sizes, ratios, marker="o", label="throughput / baseline")
+    medians = [float(r["median"]) for _, r in points]
+    low = [m - float(r.get("low", r.get("min", m))) for m, (_, r) in zip(medians, points, strict=True)]
+    high = [float(r.get("high", r.get("max", m))) - m for m, (_, r) in zip(medians, points, strict=True)]
+    axis.errorbar(
+        [s for s, _ in points], medians, yerr=[low, high], marker="o", capsize=4, label="ours / baseline"
+    )
     axis.axhline(0.9, color="#2ca02c", linestyle="--", label="target 0.9")
     axis.set_xscale("log", base=2)
     axis.set_xlabel("body MiB")

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-# The sections that exist so far; add stream, burst and aws_calls as their modules land.
-SECTIONS = ("cold_start", "cost")
+# The sections that exist so far; add burst and aws_calls as their modules land.
+SECTIONS = ("cold_start", "stream", "cost")
 KEYS = {
     "cold_start": ["cold_start.max_ratio"],
     "stream": ["stream.max_peak_rss_mib", "stream.min_throughput_ratio"],
@@ -29,7 +29,7 @@ KEYS = {
     "aws_calls": ["aws_calls.dynamodb_reads", "aws_calls.dynamodb_writes"],
     "cost": ["cost.ratio"],
 }
-CHARTS = {"cold_start": "bench-cold-start.png", "cost": "bench-cost.png"}
+CHARTS = {"cold_start": "bench-cold-start.png", "stream": "bench-stream.png", "cost": "bench-cost.png"}
 
 
 def dotted(results: dict[str, Any], key: str) -> Any:

@@ -237,26 +237,20 @@ class LocalStack(BackgroundService):
         self.topic_arn = environment["TOPIC_ARN"]
         self.incoming_prefix = environment.get("INCOMING_PREFIX", "incoming/")
         self.videos_prefix = environment.get("VIDEOS_PREFIX", "videos/")
-        sources = [
-            event["Properties"]
-            for spec in specs
-            for event in spec.events.values()
-            if event.get("Type") == "SQS"
-        ]
-        if len(sources) != 1:
-            raise LocalStackError(f"expected one SQS event in the template, found {len(sources)}")
-        queue_arn = sources[0]["Queue"]
-        self.uploads_queue_url = self.sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[1])["QueueUrl"]
-        redrive = self.sqs.get_queue_attributes(
-            QueueUrl=self.uploads_queue_url, AttributeNames=["RedrivePolicy"]
-        )["Attributes"].get("RedrivePolicy")
-        dead_letter_arn = json.loads(redrive)["deadLetterTargetArn"] if redrive else None
-        self.dead_letter_queue_url = (
-            self.sqs.get_queue_url(QueueName=dead_letter_arn.rsplit(":", 1)[1])["QueueUrl"]
-            if dead_letter_arn
-            else None
-        )
+        self.uploads_queue_url = _function_variable(specs, "UPLOADS_QUEUE_URL")
+        self.finalize_queue_url = _function_variable(specs, "FINALIZE_QUEUE_URL")
+        self.dead_letter_queue_url = self._dead_letter_queue(self.uploads_queue_url)
+        self.finalize_dead_letter_queue_url = self._dead_letter_queue(self.finalize_queue_url)
         self._source_index = _index_with_hash_key(resources, self.table, SOURCE_URI_ATTRIBUTE)
+
+    def _dead_letter_queue(self, queue_url: str) -> str | None:
+        redrive = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])[
+            "Attributes"
+        ].get("RedrivePolicy")
+        if not redrive:
+            return None
+        dead_letter_arn = json.loads(redrive)["deadLetterTargetArn"]
+        return str(self.sqs.get_queue_url(QueueName=dead_letter_arn.rsplit(":", 1)[1])["QueueUrl"])
 
     def _store_provider_secrets(self, specs: list[FunctionSpec]) -> tuple[str, str]:
         """A fresh API key and webhook secret, where the functions' settings look for them."""
@@ -525,21 +519,23 @@ class LocalStack(BackgroundService):
         )
 
     def wait_until_idle(self, timeout: float = 30.0) -> None:
-        """Until the uploads queue is empty (nothing waiting, delayed or in flight)."""
+        """Until the uploads and finalize queues are empty (nothing waiting, delayed or in flight)."""
 
         def idle() -> bool | None:
-            counts = self.sqs.get_queue_attributes(
-                QueueUrl=self.uploads_queue_url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                    "ApproximateNumberOfMessagesDelayed",
-                ],
-            )["Attributes"]
-            busy = any(dispatcher.busy for dispatcher in self.dispatchers)
-            return (not busy and all(v == "0" for v in counts.values())) or None
+            for queue_url in (self.uploads_queue_url, self.finalize_queue_url):
+                counts = self.sqs.get_queue_attributes(
+                    QueueUrl=queue_url,
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                        "ApproximateNumberOfMessagesDelayed",
+                    ],
+                )["Attributes"]
+                if any(v != "0" for v in counts.values()):
+                    return None
+            return (not any(dispatcher.busy for dispatcher in self.dispatchers)) or None
 
-        _wait_until(idle, timeout, f"the uploads queue was still busy after {timeout} s")
+        _wait_until(idle, timeout, f"the queues were still busy after {timeout} s")
 
     def video_objects(self) -> Iterator[dict[str, Any]]:
         """Every stored version of every object under the videos prefix."""
@@ -567,6 +563,14 @@ def _shared_environment(specs: list[FunctionSpec]) -> dict[str, str]:
     for spec in specs[1:]:
         shared = {k: v for k, v in shared.items() if spec.environment.get(k) == v}
     return shared
+
+
+def _function_variable(specs: list[FunctionSpec], name: str) -> str:
+    """The one value the functions that have variable `name` give it."""
+    values = {spec.environment[name] for spec in specs if name in spec.environment}
+    if len(values) != 1:
+        raise LocalStackError(f"expected one value of {name} in the functions' environment, found {values}")
+    return values.pop()
 
 
 def _index_with_hash_key(resources: LocalResources, table: str, attribute: str) -> str:

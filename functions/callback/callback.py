@@ -1,12 +1,17 @@
-"""CallbackFunction: provider webhooks on POST /callbacks/{task_id}."""
+"""CallbackFunction: provider webhooks on POST /callbacks/{task_id}, answered at once, and
+the finalize queue, whose orders download the videos and end the tasks."""
 
+import base64
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.utilities.batch import BatchProcessor
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from i2v.entrypoints import callback_response
-from i2v.errors import BadCallback, Unauthorized
+from i2v import wiring
+from i2v.errors import BadCallback, RetryLater, Unauthorized
 from i2v.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver()
@@ -15,8 +20,18 @@ app = APIGatewayHttpResolver()
 @app.post("/callbacks/<task_id>")
 @tracer.capture_method
 def callback(task_id: str) -> Response[Any]:
-    answer = callback_response(app.current_event, task_id, owner=app.lambda_context.aws_request_id)
-    return Response(answer["status_code"], content_types.APPLICATION_JSON, answer["body"])
+    from i2v.usecases.callback import CallbackRequest
+
+    event = app.current_event
+    raw = event.body or ""
+    request = CallbackRequest(
+        task_id=task_id,
+        token=(event.query_string_parameters or {}).get("token", ""),
+        headers=dict(event.headers or {}),
+        body=base64.b64decode(raw) if event.is_base64_encoded else raw.encode("utf-8"),
+    )
+    outcome = wiring.callback()(request)
+    return Response(200, content_types.APPLICATION_JSON, {"outcome": outcome.value})
 
 
 @app.exception_handler(Unauthorized)  # type: ignore[untyped-decorator]
@@ -31,8 +46,46 @@ def bad_callback(exc: BadCallback) -> Response[Any]:
     return Response(400, content_types.APPLICATION_JSON, {"message": exc.message})
 
 
+def finalize_record(record: SQSRecord) -> None:
+    """One finalize order; raising marks it failed, a transient failure with its next
+    delivery pushed out by the backoff."""
+    from i2v.usecases.progress import FinalizeOrder
+
+    order = FinalizeOrder.model_validate_json(record.body)
+    attempt = int(record.attributes.approximate_receive_count or 1)
+    try:
+        outcome = wiring.finalizer()(order, attempt=attempt)
+    except RetryLater as exc:
+        delay = wiring.finalize_redelivery().later(record.receipt_handle, attempt, exc)
+        logger.warning(
+            "finalization retried later",
+            extra={"code": exc.code, "attempt": attempt, "delay_seconds": delay},
+        )
+        raise
+    except Exception:
+        logger.exception("record failed; it will be delivered again")
+        raise
+    logger.info("finalize order handled", extra={"outcome": outcome.value})
+
+
+@cache
+def _finalize_batches() -> BatchProcessor:
+    # Report every failed record, even when all failed: the response stays the same shape.
+    from aws_lambda_powertools.utilities.batch import EventType
+
+    return BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "Records" in event:
+        from aws_lambda_powertools.utilities.batch import process_partial_response
+
+        return dict(
+            process_partial_response(
+                event=event, record_handler=finalize_record, processor=_finalize_batches(), context=context
+            )
+        )
     return app.resolve(event, context)

@@ -4,7 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from i2v.entrypoints import run_reconcile
+from i2v import wiring
 from i2v.observability import logger, metrics, tracer
 
 
@@ -12,8 +12,6 @@ from i2v.observability import logger, metrics, tracer
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
-    report = run_reconcile(
-        owner=context.aws_request_id,
-        time_left=lambda: context.get_remaining_time_in_millis() / 1000,
-    )
+    report = wiring.reconciler()(lambda: context.get_remaining_time_in_millis() / 1000)
+    logger.info("reconciled", extra={"report": dict(report)})
     return dict(report)

@@ -2,19 +2,40 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from i2v.entrypoints import submit_record
+from i2v import wiring
+from i2v.errors import RetryLater
 from i2v.observability import logger, metrics, tracer
 
 # Report every failed record, even when all failed: the response stays the same shape.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def submit_record(record: SQSRecord) -> None:
+    """One message of S3 notifications; raising marks it failed, after a provider outage
+    with its next delivery pushed out by the backoff."""
+    from i2v.usecases.submit import uploads_in
+
+    submit = wiring.submit()
+    try:
+        for upload in uploads_in(record.json_body):
+            outcome = submit(upload, record.message_id)
+            logger.info("upload handled", extra={"outcome": outcome.value})
+    except RetryLater as exc:
+        attempt = int(record.attributes.approximate_receive_count or 1)
+        delay = wiring.uploads_redelivery().later(record.receipt_handle, attempt, exc)
+        logger.warning(
+            "provider unavailable; retrying later",
+            extra={"reason": exc.message, "attempt": attempt, "delay_seconds": delay},
+        )
+        raise
+    except Exception:
+        logger.exception("record failed; it will be delivered again")
+        raise
 
 
 @logger.inject_lambda_context(clear_state=True)

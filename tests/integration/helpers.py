@@ -48,14 +48,11 @@ def settled_notifications(stack: LocalStack, task_id: str) -> list[Notification]
 
 
 def finished_and_notified(stack: LocalStack, key: str) -> dict[str, Any]:
-    """The upload's task once finished and its notification sent (the item's last change)."""
+    """The upload's task once finished and its notification received (the last step: the
+    terminal write comes first)."""
     task = stack.wait_for_task(key, timeout=60)
-    deadline = time.monotonic() + 30
-    while "notified_at" not in task:
-        assert time.monotonic() < deadline, f"task {task['task_id']} was never marked notified"
-        time.sleep(0.2)
-        task = stack.task(task["task_id"]) or task
-    return task
+    stack.wait_for_notification(task["task_id"], timeout=30)
+    return stack.task(task["task_id"]) or task
 
 
 def video_duration(data: bytes) -> float:

@@ -34,7 +34,12 @@ CALLBACK_STATUSES = {
     "apigw-callback-completed.json": "COMPLETED",
     "apigw-callback-failed.json": "FAILED",
 }
-SQS_EVENTS = {"sqs-s3-object-created.json", "sqs-s3-test-event.json", "sqs-s3-sidecar.json"}
+SQS_EVENTS = {
+    "sqs-s3-object-created.json",
+    "sqs-s3-test-event.json",
+    "sqs-s3-sidecar.json",
+    "sqs-finalize-order.json",
+}
 # The bucket name template.yaml builds: i2v-media-<the stack id's uuid>.
 BUCKET_NAME = re.compile(r"^i2v-media-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -200,6 +205,25 @@ def test_completed_callback_points_at_an_https_video_on_an_allowed_host() -> Non
     assert parts.hostname is not None and parts.hostname.endswith(allowed)
     for name in set(CALLBACK_STATUSES) - {"apigw-callback-completed.json"}:
         assert json.loads(load(name)["body"])["generated"] == []
+
+
+def test_finalize_order_is_the_completed_callbacks_task_as_the_callback_queues_it() -> None:
+    from i2v.domain import TaskStatus
+    from i2v.usecases.progress import FinalizeOrder
+
+    # Given the finalize queue's sample message and the completed webhook it follows
+    [record] = load("sqs-finalize-order.json")["Records"]
+    order = FinalizeOrder.model_validate_json(record["body"])
+    callback = load("apigw-callback-completed.json")
+    webhook = json.loads(callback["body"])
+
+    # Then it is that task, FINALIZING towards SUCCEEDED under its own order, with the video URL
+    assert order.task.task_id == callback["pathParameters"]["task_id"]
+    assert order.task.status is TaskStatus.FINALIZING and order.task.outcome is TaskStatus.SUCCEEDED
+    assert order.task.owner is not None and order.task.owner.startswith("finalize-")
+    assert order.task.provider.task_id == webhook["task_id"]
+    assert order.video_url == webhook["generated"][0]
+    assert record["eventSourceARN"].rsplit(":", 1)[1].split("-")[-2] == "FinalizeQueue"
 
 
 def test_scheduled_event_is_an_eventbridge_scheduled_event() -> None:

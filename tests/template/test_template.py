@@ -113,7 +113,7 @@ def test_functions_and_layer_target_python_3_13_on_arm64(template: dict[str, Any
     [
         ("SubmitFunction", "functions/submit/", "submit.handler", 120, 256),
         ("CallbackFunction", "functions/callback/", "callback.handler", 600, 512),
-        ("ReconcileFunction", "functions/reconcile/", "reconcile.handler", 600, 256),
+        ("ReconcileFunction", "functions/reconcile/", "reconcile.handler", 300, 256),
     ],
 )
 def test_function_code_handler_and_limits(
@@ -280,8 +280,8 @@ def test_submit_consumes_uploads_in_batches_with_partial_failures_and_bounded_co
 
 
 def test_callback_answers_post_callbacks_task_id_on_the_http_api(template: dict[str, Any]) -> None:
-    # Given the callback function's event
-    [event] = function_properties(template, "CallbackFunction")["Events"].values()
+    # Given the callback function's webhook event
+    event = function_properties(template, "CallbackFunction")["Events"]["Webhook"]
 
     # Then the provider's webhook reaches it through the stack's HTTP API
     assert event["Type"] == "HttpApi"
@@ -289,6 +289,37 @@ def test_callback_answers_post_callbacks_task_id_on_the_http_api(template: dict[
     assert event["Properties"]["Method"] == "POST"
     assert event["Properties"]["Path"] == "/callbacks/{task_id}"
     assert event["Properties"].get("PayloadFormatVersion", "2.0") == "2.0"
+
+
+def test_callback_takes_finalize_orders_one_at_a_time_with_bounded_concurrency(
+    template: dict[str, Any],
+) -> None:
+    # Given the callback function's second event source and its queue
+    events = function_properties(template, "CallbackFunction")["Events"]
+    finalize = events["Finalize"]
+    queue = props(template, "FinalizeQueue")
+    timeout = function_properties(template, "CallbackFunction")["Timeout"]
+
+    # Then it reads the finalize queue one video at a time, reports partial failures, and
+    # never runs more downloads at once than the stack parameter says
+    assert set(events) == {"Webhook", "Finalize"}
+    assert finalize["Type"] == "SQS"
+    assert finalize["Properties"]["Queue"] == {"Fn::GetAtt": ["FinalizeQueue", "Arn"]}
+    assert finalize["Properties"]["BatchSize"] == 1
+    assert finalize["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert finalize["Properties"]["ScalingConfig"] == {
+        "MaximumConcurrency": {"Ref": "FinalizeMaxConcurrency"}
+    }
+    # And a message is hidden for six times the function's timeout (Lambda's advice), and
+    # reaches the dead-letter queue only after more deliveries than the finalizer tries
+    assert queue["VisibilityTimeout"] == 6 * timeout
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["FinalizeDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 10,
+    }
+    assert template["Parameters"]["MaxFinalizeAttempts"]["MaxValue"] < 10
+    assert props(template, "FinalizeDeadLetterQueue")["MessageRetentionPeriod"] == 1_209_600
+    assert queue["SqsManagedSseEnabled"] is True
 
 
 def test_http_api_is_throttled_on_its_default_stage(template: dict[str, Any]) -> None:
@@ -396,7 +427,9 @@ def test_email_subscription_exists_only_when_an_address_is_given(template: dict[
         ("MaxSubmitAttempts", 8),
         ("VideoAllowedHosts", ".magnific.com,.freepik.com"),
         ("VideoMaxBytes", 2_147_483_648),
-        ("FinalizeLeaseSeconds", 900),
+        ("FinalizeMaxConcurrency", 10),
+        ("MaxFinalizeAttempts", 5),
+        ("FinalizeStaleSeconds", 4500),
         ("ReconcileAfterSeconds", 600),
         ("TaskDeadlineSeconds", 7200),
         ("ReconcileSchedule", "rate(5 minutes)"),
@@ -477,19 +510,23 @@ def test_environment_with_default_parameters_loads_as_settings(
     assert (settings.incoming_prefix, settings.videos_prefix) == ("incoming/", "videos/")
 
 
-@pytest.mark.parametrize("logical_id", ["CallbackFunction", "ReconcileFunction"])
-def test_a_download_ends_before_its_function_and_its_lease(template: dict[str, Any], logical_id: str) -> None:
-    # Given a function that downloads videos, with default parameters
+def test_a_download_ends_before_its_function_and_a_lost_order_is_reissued_after_its_retries(
+    template: dict[str, Any],
+) -> None:
+    # Given the function that downloads videos, with default parameters
     env = {
         name: resolve_with_defaults(template, value)
-        for name, value in environment(template, logical_id).items()
+        for name, value in environment(template, "CallbackFunction").items()
     }
     settings = load_settings(env)
-    timeout = function_properties(template, logical_id)["Timeout"]
+    timeout = function_properties(template, "CallbackFunction")["Timeout"]
 
-    # Then a download gives up before Lambda stops the function, and the lease outlives both
+    # Then a download gives up before Lambda stops the function, and the reconciler
+    # re-issues an order only after the longest a live one could take to retry
     assert settings.video_download_timeout_seconds < timeout
-    assert settings.finalize_lease_seconds > timeout
+    attempts = settings.max_finalize_attempts
+    longest_retry = attempts * timeout + (attempts - 1) * settings.finalize_backoff_max_seconds
+    assert settings.finalize_stale_seconds > longest_retry
 
 
 @pytest.mark.parametrize("logical_id", FUNCTIONS)
@@ -566,7 +603,6 @@ EXPECTED_GRANTS = {
     "SubmitFunction": {
         ("s3:GetObject", sub("${MediaBucket.Arn}/incoming/*")),
         ("s3:ListBucket", get_att("MediaBucket", "Arn")),
-        ("dynamodb:GetItem", get_att("TasksTable", "Arn")),
         ("dynamodb:PutItem", get_att("TasksTable", "Arn")),
         ("dynamodb:UpdateItem", get_att("TasksTable", "Arn")),
         ("sns:Publish", ref("NotificationsTopic")),
@@ -576,17 +612,18 @@ EXPECTED_GRANTS = {
     "CallbackFunction": {
         ("dynamodb:GetItem", get_att("TasksTable", "Arn")),
         ("dynamodb:UpdateItem", get_att("TasksTable", "Arn")),
+        ("sqs:SendMessage", get_att("FinalizeQueue", "Arn")),
+        ("sqs:ChangeMessageVisibility", get_att("FinalizeQueue", "Arn")),
         ("s3:PutObject", sub("${MediaBucket.Arn}/videos/*")),
         ("s3:AbortMultipartUpload", sub("${MediaBucket.Arn}/videos/*")),
         ("sns:Publish", ref("NotificationsTopic")),
         *SECRET_GRANTS["WebhookSecretName"],
+        *SECRET_GRANTS["ApiKeySecretName"],
     },
     "ReconcileFunction": {
         ("dynamodb:Query", sub("${TasksTable.Arn}/index/open-tasks")),
-        ("dynamodb:GetItem", get_att("TasksTable", "Arn")),
         ("dynamodb:UpdateItem", get_att("TasksTable", "Arn")),
-        ("s3:PutObject", sub("${MediaBucket.Arn}/videos/*")),
-        ("s3:AbortMultipartUpload", sub("${MediaBucket.Arn}/videos/*")),
+        ("sqs:SendMessage", get_att("FinalizeQueue", "Arn")),
         ("sns:Publish", ref("NotificationsTopic")),
         *SECRET_GRANTS["ApiKeySecretName"],
     },
@@ -633,6 +670,7 @@ def test_no_statement_reaches_beyond_the_stack(template: dict[str, Any]) -> None
         "MediaBucket",
         "NotificationsTopic",
         "UploadsQueue",
+        "FinalizeQueue",
         "ApiKeySecretName",
         "WebhookSecretName",
     }
@@ -665,6 +703,8 @@ def test_outputs_give_operators_the_names_they_need(template: dict[str, Any]) ->
         "TableName": {"Ref": "TasksTable"},
         "UploadsQueueUrl": {"Ref": "UploadsQueue"},
         "DeadLetterQueueUrl": {"Ref": "UploadsDeadLetterQueue"},
+        "FinalizeQueueUrl": {"Ref": "FinalizeQueue"},
+        "FinalizeDeadLetterQueueUrl": {"Ref": "FinalizeDeadLetterQueue"},
     }
 
 

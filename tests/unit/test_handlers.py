@@ -44,11 +44,13 @@ def env(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     secrets.create_secret(Name="happyhorse/api-key", SecretString="api-key-1")
     secrets.create_secret(Name="happyhorse/webhook-secret", SecretString=WEBHOOK_SECRET)
     queue_url = aws.sqs.create_queue(QueueName="uploads")["QueueUrl"]
+    finalize_url = aws.sqs.create_queue(QueueName="finalize")["QueueUrl"]
     values = {
         "TABLE_NAME": aws.table,
         "BUCKET_NAME": aws.bucket,
         "TOPIC_ARN": aws.topic_arn,
         "UPLOADS_QUEUE_URL": queue_url,
+        "FINALIZE_QUEUE_URL": finalize_url,
         "API_KEY_SECRET_NAME": "happyhorse/api-key",
         "WEBHOOK_SECRET_NAME": "happyhorse/webhook-secret",
         "WEBHOOK_BASE_URL": "https://hooks.example.com",
@@ -125,19 +127,32 @@ def waiting_task(aws: Aws) -> Task:
         updated_at=now,
         source=SourceObject(bucket=aws.bucket, key="incoming/cat.png"),
         provider=ProviderRef(name="magnific"),
-    )
-    store.create(task, lease_until=now + 60)
-    store.prepare_submission(
-        task.task_id,
-        source=task.source,
-        options=task.options,
         token_hash=hash_token("good-token"),
-        estimated_cost_usd=None,
-        now=now,
+        owner="upload-message",
     )
+    assert store.create(task, lease_until=now + 60).applied
     done = store.mark_submitted(task.task_id, provider_task_id="p-1", now=now)
     assert done is not None
     return done
+
+
+def finalize_orders(aws: Aws, env: dict[str, str]) -> dict[str, Any]:
+    """What the finalize queue holds, as the SQS event Lambda would hand the callback function."""
+    messages = aws.sqs.receive_message(
+        QueueUrl=env["FINALIZE_QUEUE_URL"], MaxNumberOfMessages=10, AttributeNames=["All"]
+    ).get("Messages", [])
+    template = event("sqs-finalize-order.json")["Records"][0]
+    records = []
+    for message in messages:
+        record = copy.deepcopy(template)
+        record |= {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+        }
+        record["attributes"]["ApproximateReceiveCount"] = message["Attributes"]["ApproximateReceiveCount"]
+        records.append(record)
+    return {"Records": records}
 
 
 def callback_event(task_id: str, token: str, body: bytes, secret: str = WEBHOOK_SECRET) -> dict[str, Any]:
@@ -203,9 +218,55 @@ def test_the_sample_callback_events_are_routed(env: dict[str, str]) -> None:
         assert callback.handler(event(name), LambdaContext())["statusCode"] == 401
 
 
+def test_a_completion_is_acknowledged_at_once_and_finished_from_the_finalize_queue(
+    env: dict[str, str], waiting_task: Task, aws: Aws
+) -> None:
+    import callback
+
+    # Given the provider's FAILED webhook (a success would need a video server: see below)
+    body = b'{"task_id": "p-1", "status": "FAILED", "generated": []}'
+    response = callback.handler(callback_event(waiting_task.task_id, "good-token", body), LambdaContext())
+    # Then it is answered at once, the task is FINALIZING, and one order is queued
+    assert response["statusCode"] == 200 and json.loads(response["body"]) == {"outcome": "finalizing"}
+    store = TaskStore(aws.dynamodb, aws.table)
+    task = store.get(waiting_task.task_id)
+    assert task is not None and task.status is TaskStatus.FINALIZING
+    orders = finalize_orders(aws, env)
+    assert len(orders["Records"]) == 1
+    # When the order is delivered to the same function
+    assert callback.handler(orders, LambdaContext()) == {"batchItemFailures": []}
+    # Then the task ended FAILED, out of the open index, and was announced
+    task = store.get(waiting_task.task_id)
+    assert task is not None and task.status is TaskStatus.FAILED
+    assert list(store.list_open(older_than=float("inf"))) == []
+    [notice] = aws.sqs.receive_message(QueueUrl=aws.tap_url)["Messages"]
+    assert json.loads(json.loads(notice["Body"])["Message"])["status"] == "FAILED"
+
+
+def test_a_finalize_order_that_cannot_be_done_now_is_a_batch_item_failure_with_a_delay(
+    env: dict[str, str], waiting_task: Task, aws: Aws
+) -> None:
+    import callback
+
+    # Given a completion naming no video, and a provider that cannot be asked (closed port)
+    body = b'{"task_id": "p-1", "status": "COMPLETED", "generated": []}'
+    response = callback.handler(callback_event(waiting_task.task_id, "good-token", body), LambdaContext())
+    assert response["statusCode"] == 200
+    orders = finalize_orders(aws, env)
+    [record] = orders["Records"]
+    # When the order is handled
+    response = callback.handler(orders, LambdaContext())
+    # Then it comes back later: reported failed, its visibility pushed out, the task still open
+    assert response == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    assert aws.sqs.receive_message(QueueUrl=env["FINALIZE_QUEUE_URL"]).get("Messages", []) == []
+    task = TaskStore(aws.dynamodb, aws.table).get(waiting_task.task_id)
+    assert task is not None and task.status is TaskStatus.FINALIZING
+
+
 def test_reconcile_runs_on_the_scheduled_event(
     env: dict[str, str], waiting_task: Task, aws: Aws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import callback
     import reconcile
 
     # Given a task past its deadline
@@ -220,7 +281,10 @@ def test_reconcile_runs_on_the_scheduled_event(
     )
     # When the schedule fires
     report = reconcile.handler(event("scheduled-reconcile.json"), LambdaContext())
-    # Then the task timed out and was announced
+    # Then the task is queued to time out, and its order ends it with a notification
     assert report == {"timed_out": 1}
+    assert callback.handler(finalize_orders(aws, env), LambdaContext()) == {"batchItemFailures": []}
     task = store.get(waiting_task.task_id)
-    assert task is not None and task.status is TaskStatus.TIMED_OUT and task.notified_at is not None
+    assert task is not None and task.status is TaskStatus.TIMED_OUT
+    [notice] = aws.sqs.receive_message(QueueUrl=aws.tap_url)["Messages"]
+    assert json.loads(json.loads(notice["Body"])["Message"])["status"] == "TIMED_OUT"

@@ -1,25 +1,85 @@
-"""Callback and reconcile use cases: the task lifecycle after submission."""
+"""After submission: callbacks and polls record the provider's word, the finalize queue's
+orders store the video and end the task, and the reconciler catches what was missed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from i2v.domain import ProviderRef, SourceObject, Task, TaskStatus
-from i2v.errors import BadCallback, DownloadFailed, ProviderUnavailable, Unauthorized
+from i2v.errors import BadCallback, DownloadFailed, ProviderUnavailable, RetryLater, Unauthorized
 from i2v.providers.base import ProviderState, ProviderUpdate
 from i2v.tasks.store import TaskStore
 from i2v.tokens import hash_token
-from i2v.usecases.callback import CallbackRequest, apply_callback, authenticate
-from i2v.usecases.progress import FinalizeConfig, Progress, UpdateOutcome, video_key
+from i2v.usecases.callback import CallbackRequest, receive_callback
+from i2v.usecases.finalize import FinalizeConfig, FinalizeOutcome, Finalizer, video_key
+from i2v.usecases.outcome import Endings
+from i2v.usecases.progress import FinalizeOrder, Progress, UpdateOutcome
 from i2v.usecases.reconcile import ReconcileConfig, reconcile
 from tests.support.fakes import Clock, FakeProvider, FakeVideoFetcher, Notifications, RecordingMetrics
 
 FINALIZE = FinalizeConfig(
-    bucket="media", incoming_prefix="incoming/", videos_prefix="videos/", lease_seconds=600, max_attempts=3
+    bucket="media", incoming_prefix="incoming/", videos_prefix="videos/", max_attempts=3
+)
+RECONCILE = ReconcileConfig(
+    reconcile_after_seconds=300, task_deadline_seconds=3600, finalize_stale_seconds=900
 )
 TOKEN = "secret-token"
+VIDEO_URL = "https://cdn.example/v.mp4"
+
+
+@dataclass
+class FinalizeQueue:
+    """The finalize queue, in memory: orders with their delivery counts."""
+
+    orders: list[tuple[FinalizeOrder, int]] = field(default_factory=list)
+
+    def __call__(self, order: FinalizeOrder) -> None:
+        self.orders.append((order, 1))
+
+    def drain(self, finalizer: Finalizer, *, passes: int = 10) -> list[FinalizeOutcome | str]:
+        """Run every order, as the queue's consumer would; a RetryLater comes back."""
+        seen: list[FinalizeOutcome | str] = []
+        for _ in range(passes):
+            if not self.orders:
+                break
+            waiting, self.orders = self.orders, []
+            for order, attempt in waiting:
+                try:
+                    seen.append(finalizer(order, attempt=attempt))
+                except RetryLater:
+                    seen.append("retry")
+                    self.orders.append((order, attempt + 1))
+        return seen
+
+
+@pytest.fixture
+def queue() -> FinalizeQueue:
+    return FinalizeQueue()
+
+
+@pytest.fixture
+def progress(store: TaskStore, queue: FinalizeQueue, clock: Clock) -> Progress:
+    return Progress(store=store, enqueue=queue, clock=clock)
+
+
+@pytest.fixture
+def endings(
+    store: TaskStore, notifications: Notifications, metrics: RecordingMetrics, clock: Clock
+) -> Endings:
+    return Endings(store=store, notify=notifications, metrics=metrics, clock=clock)
+
+
+@pytest.fixture
+def finalizer(
+    provider: FakeProvider, fetcher: FakeVideoFetcher, endings: Endings, metrics: RecordingMetrics
+) -> Finalizer:
+    return Finalizer(
+        config=FINALIZE, provider=provider, fetch_video=fetcher, endings=endings, metrics=metrics
+    )
 
 
 @pytest.fixture
@@ -32,53 +92,42 @@ def submitted(store: TaskStore, clock: Clock) -> Task:
         updated_at=clock(),
         source=SourceObject(bucket="media", key="incoming/trip/beach.png", size=10),
         provider=ProviderRef(name="magnific"),
-    )
-    store.create(task, lease_until=clock() + 60)
-    store.prepare_submission(
-        "t-1",
-        source=task.source,
-        options=task.options,
         token_hash=hash_token(TOKEN),
+        owner="upload-msg",
         estimated_cost_usd=1.5,
-        now=clock(),
     )
+    assert store.create(task, lease_until=clock() + 60).applied
     clock.advance(1)
     done = store.mark_submitted("t-1", provider_task_id="p-1", now=clock())
     assert done is not None
     return done
 
 
-def update(state: ProviderState, url: str | None = "https://cdn.example/v.mp4") -> ProviderUpdate:
-    return ProviderUpdate(provider_task_id="p-1", state=state, raw_status=state.value, video_url=url)
+def update(
+    state: ProviderState, url: str | None = VIDEO_URL, provider_task_id: str = "p-1"
+) -> ProviderUpdate:
+    return ProviderUpdate(
+        provider_task_id=provider_task_id, state=state, raw_status=state.value, video_url=url
+    )
 
 
 @pytest.fixture
-def progress(
-    store: TaskStore,
-    fetcher: FakeVideoFetcher,
-    notifications: Notifications,
-    metrics: RecordingMetrics,
-    clock: Clock,
-) -> Progress:
-    return Progress(FINALIZE, store, fetcher, notifications, metrics, clock, owner="req-1")
-
-
-@pytest.fixture
-def call(store: TaskStore, provider: FakeProvider, progress: Progress) -> Any:
+def call(provider: FakeProvider, progress: Progress) -> Callable[..., UpdateOutcome]:
     def callback(body: ProviderUpdate, token: str = TOKEN, task_id: str = "t-1") -> UpdateOutcome:
         request = CallbackRequest(
             task_id=task_id, token=token, headers={}, body=body.model_dump_json().encode()
         )
-        task = authenticate(request, store)
-        return apply_callback(task, request, provider=provider, progress=progress)
+        return receive_callback(request, provider=provider, progress=progress)
 
     return callback
 
 
-def test_progress_then_completion_stores_the_video_once_and_notifies_once(
+def test_progress_then_completion_queues_one_order_that_stores_the_video_and_notifies_once(
     call: Any,
     submitted: Task,
     store: TaskStore,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
     fetcher: FakeVideoFetcher,
     notifications: Notifications,
     metrics: RecordingMetrics,
@@ -86,25 +135,44 @@ def test_progress_then_completion_stores_the_video_once_and_notifies_once(
 ) -> None:
     assert call(update(ProviderState.RUNNING)) is UpdateOutcome.RUNNING
     clock.advance(30)
-    assert call(update(ProviderState.SUCCEEDED)) is UpdateOutcome.SUCCEEDED
-    # A duplicate COMPLETED and a late IN_PROGRESS change nothing
+    # The webhook is answered before any download: it only records and queues
+    assert call(update(ProviderState.SUCCEEDED)) is UpdateOutcome.FINALIZING
+    assert fetcher.fetched == [] and len(queue.orders) == 1
+    # A duplicate COMPLETED and a late IN_PROGRESS change nothing and queue nothing
     assert call(update(ProviderState.SUCCEEDED)) is UpdateOutcome.UNCHANGED
     assert call(update(ProviderState.RUNNING)) is UpdateOutcome.UNCHANGED
+    assert len(queue.orders) == 1
+    # The order carries what the download needs: nothing is read before it
+    [(order, _)] = queue.orders
+    assert order.video_url == VIDEO_URL and order.task.source.key == "incoming/trip/beach.png"
+    assert queue.drain(finalizer) == [FinalizeOutcome.SUCCEEDED]
     task = store.get("t-1")
-    assert task is not None and task.status is TaskStatus.SUCCEEDED
+    assert task is not None and task.status is TaskStatus.SUCCEEDED and task.completed_via == "callback"
     assert task.video is not None and task.video.key == "videos/trip/beach/t-1.mp4"
-    assert fetcher.fetched == [("https://cdn.example/v.mp4", "videos/trip/beach/t-1.mp4")]
+    assert fetcher.fetched == [(VIDEO_URL, "videos/trip/beach/t-1.mp4")]
     assert [t.status for t in notifications.sent] == [TaskStatus.SUCCEEDED]
+    assert notifications.sent[0].video == task.video
     assert metrics.total("TasksSucceeded") == 1 and metrics.total("BytesDownloaded") == 1234
     assert metrics.total("GenerationSeconds") == pytest.approx(30)
 
 
 @pytest.mark.parametrize("token", ["wrong", ""])
+@pytest.mark.parametrize("state", [ProviderState.RUNNING, ProviderState.SUCCEEDED, ProviderState.PENDING])
 def test_a_wrong_token_is_unauthorized_and_changes_nothing(
-    call: Any, submitted: Task, store: TaskStore, token: str
+    call: Any, submitted: Task, store: TaskStore, queue: FinalizeQueue, token: str, state: ProviderState
 ) -> None:
     with pytest.raises(Unauthorized):
-        call(update(ProviderState.SUCCEEDED), token=token)
+        call(update(state), token=token)
+    assert store.get("t-1") == submitted and queue.orders == []
+
+
+def test_another_tasks_token_is_unauthorized(
+    call: Any, submitted: Task, store: TaskStore, clock: Clock
+) -> None:
+    other = submitted.model_copy(update={"task_id": "t-2", "token_hash": hash_token("other-token")})
+    assert store.create(other, lease_until=clock() + 60).applied
+    with pytest.raises(Unauthorized):
+        call(update(ProviderState.SUCCEEDED), token="other-token", task_id="t-1")
     assert store.get("t-1") == submitted
 
 
@@ -114,57 +182,192 @@ def test_an_unknown_task_is_unauthorized(call: Any, submitted: Task) -> None:
 
 
 def test_a_bad_signature_is_unauthorized_and_changes_nothing(
-    call: Any, submitted: Task, store: TaskStore, provider: FakeProvider
+    call: Any, submitted: Task, store: TaskStore, provider: FakeProvider, queue: FinalizeQueue
 ) -> None:
     provider.callbacks_valid = False
     with pytest.raises(Unauthorized):
         call(update(ProviderState.SUCCEEDED))
-    assert store.get("t-1") == submitted
+    assert store.get("t-1") == submitted and queue.orders == []
 
 
-def test_a_webhook_for_another_provider_task_is_refused(call: Any, submitted: Task, store: TaskStore) -> None:
-    other = ProviderUpdate(provider_task_id="p-2", state=ProviderState.SUCCEEDED, raw_status="COMPLETED")
+def test_a_webhook_for_another_provider_task_is_refused(
+    call: Any, submitted: Task, store: TaskStore, queue: FinalizeQueue
+) -> None:
     with pytest.raises(BadCallback):
-        call(other)
+        call(update(ProviderState.SUCCEEDED, provider_task_id="p-2"))
+    assert store.get("t-1") == submitted and queue.orders == []
+
+
+def test_a_pending_webhook_with_the_right_token_changes_nothing(
+    call: Any, submitted: Task, store: TaskStore
+) -> None:
+    assert call(update(ProviderState.PENDING)) is UpdateOutcome.UNCHANGED
     assert store.get("t-1") == submitted
+
+
+def test_a_callback_before_the_provider_id_is_recorded_records_it(
+    call: Any, store: TaskStore, clock: Clock, submitted: Task
+) -> None:
+    fast = submitted.model_copy(
+        update={"task_id": "t-fast", "status": TaskStatus.RECEIVED, "provider": ProviderRef(name="magnific")}
+    )
+    assert store.create(fast, lease_until=clock() + 60).applied
+    assert (
+        call(update(ProviderState.RUNNING, provider_task_id="p-9"), task_id="t-fast") is UpdateOutcome.RUNNING
+    )
+    task = store.get("t-fast")
+    assert task is not None and task.provider.task_id == "p-9" and task.status is TaskStatus.RUNNING
 
 
 def test_provider_failure_ends_the_task_with_a_notification(
-    call: Any, submitted: Task, notifications: Notifications
+    call: Any, submitted: Task, queue: FinalizeQueue, finalizer: Finalizer, notifications: Notifications
 ) -> None:
-    assert call(update(ProviderState.FAILED)) is UpdateOutcome.FAILED
+    assert call(update(ProviderState.FAILED)) is UpdateOutcome.FINALIZING
+    assert queue.drain(finalizer) == [FinalizeOutcome.FAILED]
     [task] = notifications.sent
-    assert task.status is TaskStatus.FAILED and task.error is not None
+    assert (
+        task.status is TaskStatus.FAILED and task.error is not None and task.error.code == "PROVIDER_FAILED"
+    )
 
 
-def test_a_transient_download_failure_leaves_the_task_recoverable(
-    call: Any, submitted: Task, store: TaskStore, fetcher: FakeVideoFetcher, notifications: Notifications
+def test_a_transient_download_failure_is_retried_with_a_fresh_url(
+    call: Any,
+    submitted: Task,
+    store: TaskStore,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    provider: FakeProvider,
+    fetcher: FakeVideoFetcher,
+    notifications: Notifications,
 ) -> None:
     fetcher.errors.append(DownloadFailed("connection reset", permanent=False))
-    assert call(update(ProviderState.SUCCEEDED)) is UpdateOutcome.RETRY_LATER
-    held = store.get("t-1")
-    assert held is not None and held.status is TaskStatus.FINALIZING and held.last_error is not None
-    assert notifications.sent == []
-    # The retried webhook (or the reconciler) can take over at once
-    assert call(update(ProviderState.SUCCEEDED)) is UpdateOutcome.SUCCEEDED
+    provider.statuses["p-1"] = update(ProviderState.SUCCEEDED, url="https://cdn.example/fresh.mp4")
+    call(update(ProviderState.SUCCEEDED))
+    assert queue.drain(finalizer) == ["retry", FinalizeOutcome.SUCCEEDED]
+    # The retry asked the provider for its current URL (a signed one may have expired)
+    assert fetcher.fetched == [("https://cdn.example/fresh.mp4", "videos/trip/beach/t-1.mp4")]
+    assert [t.status for t in notifications.sent] == [TaskStatus.SUCCEEDED]
 
 
 def test_a_permanent_download_failure_fails_the_task(
-    call: Any, submitted: Task, fetcher: FakeVideoFetcher, notifications: Notifications
+    call: Any,
+    submitted: Task,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    fetcher: FakeVideoFetcher,
+    notifications: Notifications,
 ) -> None:
     fetcher.errors.append(DownloadFailed("host not allowed", permanent=True, code="VIDEO_HOST_NOT_ALLOWED"))
-    assert call(update(ProviderState.SUCCEEDED)) is UpdateOutcome.FAILED
+    call(update(ProviderState.SUCCEEDED))
+    assert queue.drain(finalizer) == [FinalizeOutcome.FAILED]
     assert notifications.sent[0].error is not None
     assert notifications.sent[0].error.code == "VIDEO_HOST_NOT_ALLOWED"
 
 
 def test_repeated_transient_failures_end_after_max_attempts(
-    call: Any, submitted: Task, fetcher: FakeVideoFetcher, notifications: Notifications
+    call: Any,
+    submitted: Task,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    fetcher: FakeVideoFetcher,
+    notifications: Notifications,
 ) -> None:
     fetcher.errors.extend(DownloadFailed("503", permanent=False) for _ in range(3))
-    outcomes = [call(update(ProviderState.SUCCEEDED)) for _ in range(3)]
-    assert outcomes == [UpdateOutcome.RETRY_LATER, UpdateOutcome.RETRY_LATER, UpdateOutcome.FAILED]
+    call(update(ProviderState.SUCCEEDED))
+    assert queue.drain(finalizer) == ["retry", "retry", FinalizeOutcome.FAILED]
     assert [t.status for t in notifications.sent] == [TaskStatus.FAILED]
+
+
+@pytest.mark.parametrize("url", [None, ""])
+def test_a_completion_without_a_video_is_acknowledged_and_resolved_through_the_status_endpoint(
+    call: Any,
+    submitted: Task,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    provider: FakeProvider,
+    fetcher: FakeVideoFetcher,
+    url: str | None,
+) -> None:
+    provider.statuses["p-1"] = update(ProviderState.SUCCEEDED, url="https://cdn.example/late.mp4")
+    assert call(update(ProviderState.SUCCEEDED, url=url)) is UpdateOutcome.FINALIZING
+    assert queue.drain(finalizer) == [FinalizeOutcome.SUCCEEDED]
+    assert fetcher.fetched == [("https://cdn.example/late.mp4", "videos/trip/beach/t-1.mp4")]
+
+
+def test_a_completion_that_never_names_a_video_fails_after_bounded_retries(
+    call: Any,
+    submitted: Task,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    provider: FakeProvider,
+    notifications: Notifications,
+) -> None:
+    provider.statuses["p-1"] = update(ProviderState.SUCCEEDED, url=None)
+    assert call(update(ProviderState.SUCCEEDED, url=None)) is UpdateOutcome.FINALIZING
+    assert queue.drain(finalizer) == ["retry", "retry", FinalizeOutcome.FAILED]
+    [task] = notifications.sent
+    assert (
+        task.status is TaskStatus.FAILED and task.error is not None and task.error.code == "VIDEO_URL_MISSING"
+    )
+
+
+def test_an_order_retried_after_its_process_died_announces_the_end_it_wrote(
+    call: Any,
+    submitted: Task,
+    store: TaskStore,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    notifications: Notifications,
+) -> None:
+    # Given an order whose terminal write landed but whose notification did not go out
+    call(update(ProviderState.SUCCEEDED))
+    [(order, _)] = queue.orders
+    assert order.task.owner is not None
+    store.end("t-1", TaskStatus.SUCCEEDED, owner=order.task.owner, now=2.0e9)
+    # When the message comes back
+    assert finalizer(order, attempt=2) is FinalizeOutcome.SUCCEEDED
+    # Then the notification goes out
+    assert [t.status for t in notifications.sent] == [TaskStatus.SUCCEEDED]
+
+
+def test_an_order_that_lost_its_task_to_a_new_one_ends_nothing(
+    call: Any,
+    submitted: Task,
+    store: TaskStore,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    notifications: Notifications,
+    clock: Clock,
+) -> None:
+    call(update(ProviderState.SUCCEEDED))
+    [(order, _)] = queue.orders
+    assert order.task.owner is not None
+    store.hand_over("t-1", from_owner=order.task.owner, to_owner="finalize-new", now=clock())
+    assert finalizer(order, attempt=1) is FinalizeOutcome.NOT_OURS
+    assert notifications.sent == []
+
+
+def test_a_failed_notification_is_left_to_the_reconciler(
+    call: Any,
+    submitted: Task,
+    store: TaskStore,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    sweep: Any,
+    notifications: Notifications,
+    clock: Clock,
+) -> None:
+    notifications.fail_next = 1
+    call(update(ProviderState.FAILED))
+    assert queue.drain(finalizer) == [FinalizeOutcome.FAILED]
+    assert notifications.sent == []
+    clock.advance(301)
+    assert sweep() == {"notified": 1}
+    assert [t.status for t in notifications.sent] == [TaskStatus.FAILED]
+    task = store.get("t-1")
+    assert task is not None and not task.notify_pending
+    clock.advance(301)
+    assert sweep() == {}
 
 
 def test_video_key_keeps_the_source_path_and_the_task_id(submitted: Task) -> None:
@@ -173,22 +376,22 @@ def test_video_key_keeps_the_source_path_and_the_task_id(submitted: Task) -> Non
 
 # -- reconcile ----------------------------------------------------------------------------
 
-RECONCILE = ReconcileConfig(reconcile_after_seconds=300, task_deadline_seconds=3600)
-
 
 @pytest.fixture
-def sweep(provider: FakeProvider, progress: Progress) -> Any:
+def sweep(provider: FakeProvider, progress: Progress, endings: Endings) -> Any:
     def run() -> dict[str, int]:
-        return dict(reconcile(config=RECONCILE, provider=provider, progress=progress))
+        return dict(reconcile(config=RECONCILE, provider=provider, progress=progress, endings=endings))
 
     return run
 
 
-def test_a_missed_webhook_is_finished_by_polling(
+def test_a_missed_webhook_is_found_by_polling_and_finished_on_the_queue(
     sweep: Any,
     submitted: Task,
     store: TaskStore,
     provider: FakeProvider,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
     clock: Clock,
     notifications: Notifications,
 ) -> None:
@@ -196,9 +399,10 @@ def test_a_missed_webhook_is_finished_by_polling(
     # Too recent: left alone
     assert sweep() == {}
     clock.advance(301)
-    assert sweep() == {"succeeded": 1}
+    assert sweep() == {"finalizing": 1}
+    assert queue.drain(finalizer) == [FinalizeOutcome.SUCCEEDED]
     task = store.get("t-1")
-    assert task is not None and task.status is TaskStatus.SUCCEEDED
+    assert task is not None and task.status is TaskStatus.SUCCEEDED and task.completed_via == "reconcile"
     assert [t.status for t in notifications.sent] == [TaskStatus.SUCCEEDED]
     # The task left the open index: the next sweep sees nothing
     clock.advance(301)
@@ -206,39 +410,42 @@ def test_a_missed_webhook_is_finished_by_polling(
 
 
 def test_a_task_past_its_deadline_times_out_with_a_notification(
-    sweep: Any, submitted: Task, clock: Clock, notifications: Notifications
+    sweep: Any,
+    submitted: Task,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    clock: Clock,
+    notifications: Notifications,
 ) -> None:
     clock.advance(3601)
     assert sweep() == {"timed_out": 1}
+    assert queue.drain(finalizer) == [FinalizeOutcome.TIMED_OUT]
     [task] = notifications.sent
     assert task.status is TaskStatus.TIMED_OUT and task.error is not None and task.error.code == "TIMED_OUT"
 
 
-def test_an_expired_finalization_lease_is_reclaimed(
-    sweep: Any, submitted: Task, store: TaskStore, provider: FakeProvider, clock: Clock
+def test_a_lost_finalize_order_is_reissued_once_stale(
+    call: Any,
+    sweep: Any,
+    submitted: Task,
+    store: TaskStore,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    provider: FakeProvider,
+    clock: Clock,
 ) -> None:
-    # Given a finalizer that died holding its lease
-    store.claim_finalization("t-1", owner="dead", now=clock(), lease_seconds=600)
+    # Given a completion whose order was lost (the process died before the enqueue)
+    call(update(ProviderState.SUCCEEDED))
+    queue.orders.clear()
     provider.statuses["p-1"] = update(ProviderState.SUCCEEDED)
+    # Not yet stale: an order may still be waiting in the queue
     clock.advance(301)
-    assert sweep() == {"lease_held": 1}
-    clock.advance(300)
-    assert sweep() == {"succeeded": 1}
+    assert sweep() == {"finalize_pending": 1}
+    clock.advance(900)
+    assert sweep() == {"finalize_requeued": 1}
+    assert queue.drain(finalizer) == [FinalizeOutcome.SUCCEEDED]
     task = store.get("t-1")
-    assert task is not None and task.status is TaskStatus.SUCCEEDED and task.finalize_attempts == 2
-
-
-def test_a_lost_notification_is_published_again(
-    call: Any, sweep: Any, submitted: Task, store: TaskStore, notifications: Notifications, clock: Clock
-) -> None:
-    notifications.fail_next = 1
-    assert call(update(ProviderState.FAILED)) is UpdateOutcome.FAILED
-    assert notifications.sent == []
-    clock.advance(301)
-    assert sweep() == {"notified": 1}
-    assert [t.status for t in notifications.sent] == [TaskStatus.FAILED]
-    task = store.get("t-1")
-    assert task is not None and task.notified_at is not None
+    assert task is not None and task.status is TaskStatus.SUCCEEDED
 
 
 def test_a_provider_outage_while_polling_leaves_the_task_for_the_next_run(

@@ -9,9 +9,11 @@ import pytest
 
 from i2v.domain import Options, TaskStatus, derive_task_id
 from i2v.errors import ProviderRejected, ProviderUnavailable
+from i2v.redelivery import backoff_seconds
 from i2v.storage import SourceStore
 from i2v.tasks.store import TaskStore
-from i2v.usecases.submit import SubmitConfig, SubmitOutcome, Upload, retry_delay, submit_upload, uploads_in
+from i2v.usecases.outcome import Endings
+from i2v.usecases.submit import SubmitConfig, SubmitOutcome, Upload, submit_upload, uploads_in
 from tests.support.fakes import Clock, FakeProvider, Notifications, RecordingMetrics, image_bytes
 from tests.unit.conftest import Aws
 
@@ -47,14 +49,17 @@ def run(
 ) -> Any:
     sources = SourceStore(aws.s3, bucket=aws.bucket, incoming_prefix="incoming/")
 
-    def submit(item: Upload, config: SubmitConfig = CONFIG) -> SubmitOutcome:
+    endings = Endings(store=store, notify=notifications, metrics=metrics, clock=clock)
+
+    def submit(item: Upload, config: SubmitConfig = CONFIG, owner: str = "msg-1") -> SubmitOutcome:
         return submit_upload(
             item,
+            owner=owner,
             config=config,
             store=store,
             sources=sources,
             provider=provider,
-            notify=notifications,
+            endings=endings,
             metrics=metrics,
             clock=clock,
         )
@@ -117,7 +122,8 @@ def test_an_invalid_image_is_rejected_with_its_reason_and_no_provider_call(
     assert task.status is TaskStatus.REJECTED
     assert task.error is not None and task.error.code == code and task.error.message
     stored = store.get(task.task_id)
-    assert stored is not None and stored.status is TaskStatus.REJECTED and stored.notified_at is not None
+    assert stored is not None and stored.status is TaskStatus.REJECTED and not stored.notify_pending
+    assert list(store.list_open(older_than=float("inf"))) == []
 
 
 @pytest.mark.parametrize(
@@ -175,8 +181,24 @@ def test_a_missing_sidecar_is_rejected_with_advice(run: Any, aws: Aws, notificat
 def test_a_duplicate_event_submits_once(run: Any, aws: Aws, provider: FakeProvider) -> None:
     item = upload(aws, "incoming/a.png", image_bytes())
     assert run(item) is SubmitOutcome.SUBMITTED
+    assert run(item, owner="msg-2") is SubmitOutcome.DUPLICATE
     assert run(item) is SubmitOutcome.DUPLICATE
     assert len(provider.submitted) == 1
+
+
+def test_a_rejection_redelivered_after_its_process_died_is_announced_again(
+    run: Any, aws: Aws, store: TaskStore, notifications: Notifications
+) -> None:
+    # Given a rejection whose terminal write landed but whose process died before the publish
+    notifications.fail_next = 0
+    item = upload(aws, "incoming/bad.png", b"not an image")
+    assert run(item) is SubmitOutcome.REJECTED
+    notifications.sent.clear()
+    # When the same message comes back, the rejection is announced again; another message's is not
+    assert run(item, owner="msg-2") is SubmitOutcome.DUPLICATE
+    assert notifications.sent == []
+    assert run(item) is SubmitOutcome.DUPLICATE
+    assert [t.status for t in notifications.sent] == [TaskStatus.REJECTED]
 
 
 def test_a_provider_outage_keeps_the_task_for_the_next_delivery(
@@ -191,10 +213,11 @@ def test_a_provider_outage_keeps_the_task_for_the_next_delivery(
     task_id = derive_task_id(aws.bucket, item.key, item.version)
     held = store.get(task_id)
     assert held is not None and held.status is TaskStatus.RECEIVED and held.lease_until is None
-    # Then the redelivered message submits it
+    # Then the redelivered message submits it, with a new callback token
     assert run(item) is SubmitOutcome.SUBMITTED
     done = store.get(task_id)
     assert done is not None and done.status is TaskStatus.SUBMITTED and done.submit_attempts == 2
+    assert done.token_hash != held.token_hash
     assert metrics.total("ProviderUnavailable") == 1
 
 
@@ -243,12 +266,12 @@ def test_uploads_in_decodes_keys_and_skips_test_events() -> None:
     assert list(uploads_in({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "media"})) == []
 
 
-def test_retry_delay_backs_off_honours_retry_after_and_is_capped() -> None:
-    delays = [retry_delay(n, base=10, cap=900, retry_after=None) for n in range(1, 10)]
+def test_backoff_grows_honours_retry_after_and_is_capped() -> None:
+    delays = [backoff_seconds(n, base=10, cap=900, retry_after=None) for n in range(1, 10)]
     assert all(1 <= d <= 900 for d in delays)
-    assert retry_delay(6, base=10, cap=900, retry_after=None) >= 160
-    assert retry_delay(1, base=10, cap=900, retry_after=120) >= 120
-    assert retry_delay(20, base=10, cap=900, retry_after=5000) == 900
+    assert backoff_seconds(6, base=10, cap=900, retry_after=None) >= 160
+    assert backoff_seconds(1, base=10, cap=900, retry_after=120) >= 120
+    assert backoff_seconds(20, base=10, cap=900, retry_after=5000) == 900
 
 
 def test_a_rejection_reports_what_was_learnt_about_the_upload(

@@ -2,106 +2,145 @@
 
 from __future__ import annotations
 
-from i2v.domain import ErrorInfo, ProviderRef, SourceObject, Task, TaskStatus, VideoObject
+from i2v.domain import ProviderRef, SourceObject, Task, TaskStatus, VideoObject
 from i2v.tasks.store import TaskStore
-from tests.support.fakes import Clock
 from tests.unit.conftest import Aws
 
+TOKEN_HASH = "a" * 64
 
-def new_task(task_id: str = "t-1", now: float = 1000.0) -> Task:
+
+def new_task(task_id: str = "t-1", now: float = 1000.0, owner: str = "msg-1") -> Task:
     return Task(
         task_id=task_id,
         status=TaskStatus.RECEIVED,
         source=SourceObject(bucket="media", key="incoming/cat.png", size=10),
         provider=ProviderRef(name="magnific"),
+        token_hash=TOKEN_HASH,
+        owner=owner,
         received_at=now,
         updated_at=now,
     )
 
 
-def test_create_claims_once(store: TaskStore) -> None:
+def finalizing(store: TaskStore, owner: str = "fin-1") -> Task:
+    store.create(new_task(), lease_until=1100.0)
+    store.mark_submitted("t-1", provider_task_id="p-1", now=1001.0)
+    written = store.move(
+        "t-1", TaskStatus.FINALIZING, now=1002.0, set_={"owner": owner, "outcome": "SUCCEEDED"}
+    )
+    assert written.task is not None
+    return written.task
+
+
+def test_create_claims_once_and_a_refusal_shows_the_claimant(store: TaskStore) -> None:
     # Given a new task
     # When it is created twice (a duplicated S3 event)
     first = store.create(new_task(), lease_until=1100.0)
-    second = store.create(new_task(), lease_until=1100.0)
-    # Then only the first claim wins
-    assert (first, second) == (True, False)
+    second = store.create(new_task(owner="msg-2"), lease_until=1100.0)
+    # Then only the first claim wins, and the refusal names who holds it, without a read
+    assert first.applied and not second.applied
+    assert second.before is not None and second.before.owner == "msg-1"
     stored = store.get("t-1")
     assert stored is not None and stored.status is TaskStatus.RECEIVED and stored.submit_attempts == 1
+    assert stored.token_hash == TOKEN_HASH
 
 
-def test_released_submission_can_be_reclaimed_but_not_while_leased(store: TaskStore) -> None:
+def test_released_submission_can_be_reclaimed_with_a_new_token_but_not_while_leased(store: TaskStore) -> None:
     store.create(new_task(), lease_until=1100.0)
     # While the lease is live, nobody else claims it
-    assert store.claim_submission("t-1", now=1050.0, lease_until=1170.0) is None
-    # After a release (provider outage), the next delivery claims it
-    store.release_submission("t-1", error=ErrorInfo(code="X", message="503"), now=1060.0)
-    claimed = store.claim_submission("t-1", now=1070.0, lease_until=1190.0)
-    assert claimed is not None
-    assert claimed.submit_attempts == 2
-    assert claimed.last_error == ErrorInfo(code="X", message="503")
-
-
-def test_transitions_only_from_allowed_states(store: TaskStore) -> None:
-    store.create(new_task(), lease_until=1100.0)
-    submitted = store.mark_submitted("t-1", provider_task_id="p-1", now=1010.0)
-    assert submitted is not None and submitted.status is TaskStatus.SUBMITTED
-    assert submitted.provider.task_id == "p-1" and submitted.lease_until is None
-    running = store.transition("t-1", TaskStatus.RUNNING, allowed_from=[TaskStatus.SUBMITTED], now=1020.0)
-    assert running is not None and running.running_at == 1020.0
-    # A late IN_PROGRESS after RUNNING is refused: state never goes backwards
-    again = store.transition("t-1", TaskStatus.RUNNING, allowed_from=[TaskStatus.SUBMITTED], now=1030.0)
-    assert again is None
     assert (
-        store.transition("missing", TaskStatus.RUNNING, allowed_from=[TaskStatus.SUBMITTED], now=1.0) is None
+        store.claim_submission("t-1", owner="msg-2", token_hash="b" * 64, now=1050.0, lease_until=1170.0)
+        is None
     )
+    # After a release (provider outage), the next delivery claims it with its own token
+    store.release_submission("t-1", owner="msg-1", error={"code": "X", "message": "503"}, now=1060.0)
+    claimed = store.claim_submission(
+        "t-1", owner="msg-2", token_hash="b" * 64, now=1070.0, lease_until=1190.0
+    )
+    assert claimed is not None
+    assert (claimed.submit_attempts, claimed.owner, claimed.token_hash) == (2, "msg-2", "b" * 64)
+    assert claimed.last_error is not None and claimed.last_error.message == "503"
 
 
-def test_mark_submitted_after_a_fast_callback_keeps_the_later_state(store: TaskStore) -> None:
-    # Given a provider that reported progress before we recorded its task id
+def test_moves_follow_the_lifecycle_table(store: TaskStore) -> None:
     store.create(new_task(), lease_until=1100.0)
-    store.transition("t-1", TaskStatus.RUNNING, allowed_from=[TaskStatus.RECEIVED], now=1005.0)
-    # When the submission is recorded
-    task = store.mark_submitted("t-1", provider_task_id="p-1", now=1006.0)
-    # Then the id is kept and the state stays RUNNING
-    assert task is not None and task.status is TaskStatus.RUNNING and task.provider.task_id == "p-1"
+    assert store.move("t-1", TaskStatus.RUNNING, now=1001.0).applied
+    # RUNNING -> RUNNING is not a move: the refusal returns the task as it is
+    again = store.move("t-1", TaskStatus.RUNNING, now=1002.0)
+    assert not again.applied and again.before is not None and again.before.status is TaskStatus.RUNNING
+    assert store.move("t-1", TaskStatus.FINALIZING, now=1003.0).applied
+    assert not store.move("t-1", TaskStatus.FINALIZING, now=1004.0).applied
+    task = store.get("t-1")
+    assert task is not None and (task.running_at, task.completed_at) == (1001.0, 1003.0)
 
 
-def test_finalization_lease_is_exclusive_until_it_expires(store: TaskStore) -> None:
+def test_a_move_with_a_token_applies_only_to_the_task_of_that_token(store: TaskStore) -> None:
     store.create(new_task(), lease_until=1100.0)
-    store.mark_submitted("t-1", provider_task_id="p-1", now=1010.0)
-    first = store.claim_finalization("t-1", owner="a", now=2000.0, lease_seconds=60)
-    assert first is not None and first.status is TaskStatus.FINALIZING and first.finalize_attempts == 1
-    assert store.claim_finalization("t-1", owner="b", now=2030.0, lease_seconds=60) is None
-    # The lease expires: another worker takes over, and the first can no longer complete
-    second = store.claim_finalization("t-1", owner="b", now=2061.0, lease_seconds=60)
-    assert second is not None and second.finalize_attempts == 2 and second.completed_at == 2000.0
-    video = VideoObject(bucket="media", key="videos/x.mp4", size=1, sha256="00")
-    assert store.complete("t-1", owner="a", video=video, now=2070.0) is None
-    done = store.complete("t-1", owner="b", video=video, now=2071.0)
-    assert done is not None and done.status is TaskStatus.SUCCEEDED and done.video == video
-    assert done.lease_until is None and done.lease_owner is None
+    refused = store.move("t-1", TaskStatus.RUNNING, now=1001.0, token_hash="f" * 64)
+    assert not refused.applied and refused.before is not None
+    assert store.get("t-1") == refused.before  # nothing changed
+    assert store.move("t-1", TaskStatus.RUNNING, now=1001.0, token_hash=TOKEN_HASH).applied
 
 
-def test_terminal_tasks_stay_open_until_notified(store: TaskStore) -> None:
-    clock = Clock(5000.0)
-    store.create(new_task("t-1", now=1000.0), lease_until=1100.0)
-    store.create(new_task("t-2", now=1000.0), lease_until=1100.0)
-    store.transition("t-1", TaskStatus.REJECTED, allowed_from=[TaskStatus.RECEIVED], now=1001.0)
-    # Both are found by the reconciler's query: one open, one terminal but not notified
-    found = {t.task_id: t.status for t in store.list_open(older_than=clock())}
-    assert found == {"t-1": TaskStatus.REJECTED, "t-2": TaskStatus.RECEIVED}
-    # Once notified, the terminal task leaves the open index
-    store.mark_notified("t-1", now=1002.0)
-    assert [t.task_id for t in store.list_open(older_than=clock())] == ["t-2"]
-    # And only tasks unchanged for long enough are listed
-    assert list(store.list_open(older_than=999.0)) == []
-
-
-def test_terminal_transition_sets_retention(store: TaskStore, aws: Aws) -> None:
+def test_a_move_for_another_provider_task_is_refused(store: TaskStore) -> None:
     store.create(new_task(), lease_until=1100.0)
-    store.transition("t-1", TaskStatus.REJECTED, allowed_from=[TaskStatus.RECEIVED], now=1001.0)
+    store.mark_submitted("t-1", provider_task_id="p-1", now=1001.0)
+    assert not store.move("t-1", TaskStatus.RUNNING, now=1002.0, provider_task_id="p-2").applied
+    assert store.move("t-1", TaskStatus.RUNNING, now=1002.0, provider_task_id="p-1").applied
+
+
+def test_a_fast_callback_records_the_provider_id_and_mark_submitted_keeps_the_later_state(
+    store: TaskStore,
+) -> None:
+    store.create(new_task(), lease_until=1100.0)
+    assert store.move("t-1", TaskStatus.RUNNING, now=1001.0, provider_task_id="p-1").applied
+    task = store.mark_submitted("t-1", provider_task_id="p-1", now=1002.0)
+    assert task is not None and task.status is TaskStatus.RUNNING
+    assert task.provider.task_id == "p-1" and task.submitted_at == 1002.0 and task.lease_until is None
+
+
+def test_only_the_owner_ends_a_task_and_the_end_leaves_the_open_index(store: TaskStore, aws: Aws) -> None:
+    finalizing(store)
+    video = VideoObject(bucket="media", key="videos/cat/t-1.mp4", size=1, sha256="0" * 64)
+    fields = {"video": video.model_dump(mode="json")}
+    stranger = store.end("t-1", TaskStatus.SUCCEEDED, owner="fin-2", now=1010.0, set_=fields)
+    assert not stranger.applied
+    mine = store.end("t-1", TaskStatus.SUCCEEDED, owner="fin-1", now=1010.0, set_=fields)
+    assert mine.task is not None and mine.task.video == video and mine.task.outcome is None
+    # The same order's retry is refused, and the refusal shows it ended the task itself
+    retry = store.end("t-1", TaskStatus.SUCCEEDED, owner="fin-1", now=1011.0, set_=fields)
+    assert not retry.applied and retry.before is not None
+    assert (retry.before.status, retry.before.owner) == (TaskStatus.SUCCEEDED, "fin-1")
+    assert list(store.list_open(older_than=2000.0)) == []
     item = aws.dynamodb.get_item(TableName=aws.table, Key={"task_id": {"S": "t-1"}})["Item"]
-    assert int(item["expires_at"]["N"]) == 1001 + 30 * 86_400
-    assert "lease_until" not in item
-    assert item["source_uri"]["S"] == "s3://media/incoming/cat.png"
+    assert int(item["expires_at"]["N"]) == 1010 + 30 * 86_400
+    assert "open_shard" not in item
+
+
+def test_a_hand_over_takes_the_task_from_its_old_order(store: TaskStore) -> None:
+    finalizing(store)
+    handed = store.hand_over(
+        "t-1", from_owner="fin-1", to_owner="fin-2", now=1500.0, outcome=TaskStatus.TIMED_OUT
+    )
+    assert handed is not None and handed.owner == "fin-2" and handed.outcome is TaskStatus.TIMED_OUT
+    assert store.hand_over("t-1", from_owner="fin-1", to_owner="fin-3", now=1501.0) is None
+    assert not store.end("t-1", TaskStatus.SUCCEEDED, owner="fin-1", now=1502.0).applied
+    assert store.end("t-1", TaskStatus.TIMED_OUT, owner="fin-2", now=1502.0).applied
+
+
+def test_a_failed_notification_puts_the_task_back_for_the_reconciler(store: TaskStore) -> None:
+    finalizing(store)
+    store.end("t-1", TaskStatus.SUCCEEDED, owner="fin-1", now=1010.0)
+    reopened = store.reopen_for_notification("t-1", now=1011.0)
+    assert reopened is not None and reopened.notify_pending
+    assert [t.task_id for t in store.list_open(older_than=2000.0)] == ["t-1"]
+    assert store.mark_notified("t-1") is not None
+    assert list(store.list_open(older_than=2000.0)) == []
+    assert store.mark_notified("t-1") is None  # nothing pending any more
+
+
+def test_open_tasks_are_listed_by_age_from_the_sparse_index(store: TaskStore) -> None:
+    for i in range(3):
+        store.create(new_task(f"t-{i}", now=1000.0 + i), lease_until=2000.0)
+    assert [t.task_id for t in store.list_open(older_than=1001.5)] == ["t-0", "t-1"]
+    assert [t.task_id for t in store.list_open(older_than=5000.0, limit=2)] == ["t-0", "t-1"]

@@ -23,6 +23,7 @@ class Settings(BaseModel):
     bucket_name: str = Field(alias="BUCKET_NAME")
     topic_arn: str = Field(alias="TOPIC_ARN")
     uploads_queue_url: str = Field(default="", alias="UPLOADS_QUEUE_URL")
+    finalize_queue_url: str = Field(default="", alias="FINALIZE_QUEUE_URL")
     incoming_prefix: str = Field(default="incoming/", alias="INCOMING_PREFIX")
     videos_prefix: str = Field(default="videos/", alias="VIDEOS_PREFIX")
 
@@ -52,8 +53,12 @@ class Settings(BaseModel):
     video_allow_http: bool = Field(default=False, alias="VIDEO_ALLOW_HTTP")
     video_allow_private_networks: bool = Field(default=False, alias="VIDEO_ALLOW_PRIVATE_NETWORKS")
 
-    finalize_lease_seconds: int = Field(default=900, ge=1, alias="FINALIZE_LEASE_SECONDS")
     max_finalize_attempts: int = Field(default=5, ge=1, alias="MAX_FINALIZE_ATTEMPTS")
+    finalize_backoff_base_seconds: int = Field(default=5, ge=0, alias="FINALIZE_BACKOFF_BASE_SECONDS")
+    finalize_backoff_max_seconds: int = Field(
+        default=300, ge=0, le=43200, alias="FINALIZE_BACKOFF_MAX_SECONDS"
+    )
+    finalize_stale_seconds: int = Field(default=4500, ge=60, alias="FINALIZE_STALE_SECONDS")
     reconcile_after_seconds: int = Field(default=600, ge=0, alias="RECONCILE_AFTER_SECONDS")
     task_deadline_seconds: int = Field(default=7200, ge=60, alias="TASK_DEADLINE_SECONDS")
     retention_days: int = Field(default=90, ge=1, alias="RETENTION_DAYS")

@@ -24,11 +24,10 @@ class TaskStatus(StrEnum):
         return self in TERMINAL_STATES
 
 
+# Which state may follow which is the lifecycle table's business: i2v/tasks/lifecycle.py.
 TERMINAL_STATES = frozenset(
     {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.REJECTED, TaskStatus.TIMED_OUT}
 )
-# States in which the provider owns the work and we wait for its answer.
-AWAITING_PROVIDER = frozenset({TaskStatus.SUBMITTED, TaskStatus.RUNNING})
 
 Resolution = Literal["720P", "1080P"]
 
@@ -98,6 +97,12 @@ class Task(BaseModel):
     options: Options = Options()
     provider: ProviderRef
     token_hash: str | None = None
+    owner: str | None = None
+    """Who may end the task: the upload message that submits it, then the finalize order."""
+    outcome: TaskStatus | None = None
+    """While FINALIZING: the terminal state the finalization will record."""
+    completed_via: str | None = None
+    """How the provider's outcome became known: "callback" or "reconcile"."""
     received_at: float
     submitted_at: float | None = None
     running_at: float | None = None
@@ -105,11 +110,10 @@ class Task(BaseModel):
     finished_at: float | None = None
     updated_at: float
     submit_attempts: int = 0
-    finalize_attempts: int = 0
     lease_until: float | None = None
-    lease_owner: str | None = None
     video: VideoObject | None = None
     error: ErrorInfo | None = None
     last_error: ErrorInfo | None = None
     estimated_cost_usd: float | None = None
-    notified_at: float | None = None
+    notify_pending: bool = False
+    """A terminal task whose notification failed: the reconciler sends it again."""

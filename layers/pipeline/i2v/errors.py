@@ -31,14 +31,21 @@ class InvalidOptions(InvalidInput):
     code = "INVALID_OPTIONS"
 
 
-class ProviderUnavailable(PipelineError):
+class RetryLater(PipelineError):
+    """The work cannot be done now but may be later: its queue message comes back after a
+    backoff, never sooner than `retry_after` seconds; nothing is dropped."""
+
+    code = "RETRY_LATER"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(RetryLater):
     """A transient provider failure (429, 5xx, timeout): retry later, never drop the task."""
 
     code = "PROVIDER_UNAVAILABLE"
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class ProviderRejected(PipelineError):

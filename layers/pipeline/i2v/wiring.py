@@ -1,12 +1,17 @@
-"""The composition root: real collaborators built from the settings, once per process.
+"""The composition root: each handler's use case with its real collaborators bound,
+built from the settings once per process, on first use.
 
-Handlers take what they need from here; tests build the use cases' collaborators
-themselves (fakes, or moto-backed real ones).
+Handlers call one function from here and map what it returns or raises to their
+answer (HTTP status, SQS batch failures and retries). Tests build the use cases'
+collaborators themselves (fakes, or moto-backed real ones).
 """
 
 from __future__ import annotations
 
-from functools import cache
+import time
+from collections import Counter
+from collections.abc import Callable
+from functools import cache, partial
 from typing import TYPE_CHECKING
 
 from i2v.aws import client
@@ -19,8 +24,13 @@ if TYPE_CHECKING:
 
     from i2v.notify import SnsNotifier
     from i2v.providers.base import Provider
+    from i2v.redelivery import Redelivery
     from i2v.storage import SourceStore
-    from i2v.usecases.progress import FetchVideo, FinalizeConfig, Progress, StoredVideo
+    from i2v.usecases.callback import CallbackRequest
+    from i2v.usecases.finalize import FetchVideo, Finalizer, StoredVideo
+    from i2v.usecases.outcome import Endings
+    from i2v.usecases.progress import FinalizeOrder, Progress, UpdateOutcome
+    from i2v.usecases.submit import SubmitOutcome, Upload
 
 
 class SecretCredentials:
@@ -42,6 +52,9 @@ class SecretCredentials:
             store=self._config.secret_store,
             max_age=self._config.secret_cache_seconds,
         )
+
+
+# -- collaborators ------------------------------------------------------------------------
 
 
 @cache
@@ -80,17 +93,21 @@ def provider() -> Provider:
     return create_provider(config, http, SecretCredentials(config))
 
 
-def finalize_config() -> FinalizeConfig:
-    from i2v.usecases.progress import FinalizeConfig
+def endings() -> Endings:
+    from i2v.observability import metrics
+    from i2v.usecases.outcome import Endings
 
-    config = settings()
-    return FinalizeConfig(
-        bucket=config.bucket_name,
-        incoming_prefix=config.incoming_prefix,
-        videos_prefix=config.videos_prefix,
-        lease_seconds=config.finalize_lease_seconds,
-        max_attempts=config.max_finalize_attempts,
-    )
+    return Endings(store=task_store(), notify=notifier().publish, metrics=metrics, clock=time.time)
+
+
+def enqueue_finalize(order: FinalizeOrder) -> None:
+    client("sqs").send_message(QueueUrl=settings().finalize_queue_url, MessageBody=order.model_dump_json())
+
+
+def progress() -> Progress:
+    from i2v.usecases.progress import Progress
+
+    return Progress(store=task_store(), enqueue=enqueue_finalize, clock=time.time)
 
 
 def video_fetcher() -> FetchVideo:
@@ -114,19 +131,103 @@ def video_fetcher() -> FetchVideo:
     return fetch
 
 
-def progress(owner: str) -> Progress:
-    """The callback's and the reconciler's collaborators; `owner` is the request id."""
-    import time
+def uploads_redelivery() -> Redelivery:
+    from i2v.redelivery import Redelivery
 
-    from i2v.observability import metrics
-    from i2v.usecases.progress import Progress
-
-    return Progress(
-        config=finalize_config(),
-        store=task_store(),
-        fetch_video=video_fetcher(),
-        notify=notifier().publish,
-        metrics=metrics,
-        clock=time.time,
-        owner=owner,
+    config = settings()
+    return Redelivery(
+        client("sqs"),
+        config.uploads_queue_url,
+        base_seconds=config.submit_backoff_base_seconds,
+        max_seconds=config.submit_backoff_max_seconds,
     )
+
+
+def finalize_redelivery() -> Redelivery:
+    from i2v.redelivery import Redelivery
+
+    config = settings()
+    return Redelivery(
+        client("sqs"),
+        config.finalize_queue_url,
+        base_seconds=config.finalize_backoff_base_seconds,
+        max_seconds=config.finalize_backoff_max_seconds,
+    )
+
+
+# -- use cases, collaborators bound ----------------------------------------------------------
+
+
+def submit() -> Callable[[Upload, str], SubmitOutcome]:
+    """(upload, owner: the queue message id) -> what became of it."""
+    from i2v.observability import metrics
+    from i2v.usecases.submit import SubmitConfig, submit_upload
+
+    config = settings()
+
+    def run(upload: Upload, owner: str) -> SubmitOutcome:
+        return submit_upload(
+            upload,
+            owner=owner,
+            config=SubmitConfig(
+                defaults=config.default_options,
+                incoming_prefix=config.incoming_prefix,
+                webhook_base_url=config.webhook_base_url,
+                presign_expiry_seconds=config.presign_expiry_seconds,
+            ),
+            store=task_store(),
+            sources=source_store(),
+            provider=provider(),
+            endings=endings(),
+            metrics=metrics,
+            clock=time.time,
+        )
+
+    return run
+
+
+def callback() -> Callable[[CallbackRequest], UpdateOutcome]:
+    from i2v.usecases.callback import receive_callback
+
+    return partial(receive_callback, provider=provider(), progress=progress())
+
+
+def finalizer() -> Finalizer:
+    from i2v.observability import metrics
+    from i2v.usecases.finalize import FinalizeConfig, Finalizer
+
+    config = settings()
+    return Finalizer(
+        config=FinalizeConfig(
+            bucket=config.bucket_name,
+            incoming_prefix=config.incoming_prefix,
+            videos_prefix=config.videos_prefix,
+            max_attempts=config.max_finalize_attempts,
+        ),
+        provider=provider(),
+        fetch_video=video_fetcher(),
+        endings=endings(),
+        metrics=metrics,
+    )
+
+
+def reconciler() -> Callable[[Callable[[], float]], Counter[str]]:
+    """(seconds left in this invocation) -> what was done."""
+    from i2v.usecases.reconcile import ReconcileConfig, reconcile
+
+    config = settings()
+
+    def run(time_left: Callable[[], float]) -> Counter[str]:
+        return reconcile(
+            config=ReconcileConfig(
+                reconcile_after_seconds=config.reconcile_after_seconds,
+                task_deadline_seconds=config.task_deadline_seconds,
+                finalize_stale_seconds=config.finalize_stale_seconds,
+            ),
+            provider=provider(),
+            progress=progress(),
+            endings=endings(),
+            time_left=time_left,
+        )
+
+    return run

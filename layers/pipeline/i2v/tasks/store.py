@@ -1,34 +1,32 @@
-"""The task table: every state change is one conditional UpdateItem.
+"""The task table: every state change is one conditional write.
 
-The condition names the states a change may come from, so a duplicate, late or
-out-of-order event fails it and is acknowledged as a no-op: no second video, no state
-going backwards.
+Conditions come from the lifecycle table (i2v/tasks/lifecycle.py), so a duplicate, late
+or out-of-order event fails them and is acknowledged as a no-op: no second video, no
+state going backwards. A write whose condition fails returns the item as it was
+(`ReturnValuesOnConditionCheckFailure`), so telling "not allowed" from "not yours" from
+"no such task" costs no read: a happy task costs writes only (docs/decisions.md, 20).
 
 Open tasks carry `open_shard`/`open_since`, the keys of the sparse `open-tasks` index the
-reconciler queries. A terminal task keeps them until its notification is published
-(`mark_notified`), so an outcome whose notification failed is found and sent again.
+reconciler queries; the write that ends a task removes them. A terminal task whose
+notification could not be published is put back (`reopen_for_notification`), so the
+reconciler sends it again.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from i2v.domain import (
-    AWAITING_PROVIDER,
-    TERMINAL_STATES,
-    ErrorInfo,
-    Options,
-    SourceObject,
-    Task,
-    TaskStatus,
-    VideoObject,
-)
+from i2v.domain import TERMINAL_STATES, Task, TaskStatus
+from i2v.tasks.lifecycle import entered_from
 
 OPEN_INDEX = "open-tasks"
 OPEN_SHARD = "OPEN"
 SECONDS_PER_DAY = 86_400
+_OPEN_KEYS = ("open_shard", "open_since")
 
 # When each state was entered, for timings in notifications.
 _ENTERED_AT = {
@@ -36,6 +34,18 @@ _ENTERED_AT = {
     TaskStatus.RUNNING: "running_at",
     TaskStatus.FINALIZING: "completed_at",
 }
+
+
+@dataclass(frozen=True)
+class Write:
+    """What a conditional write did: the task after it, or the task that refused it."""
+
+    task: Task | None
+    before: Task | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.task is not None
 
 
 def _to_dynamo(value: Any) -> Any:
@@ -58,6 +68,13 @@ def _from_dynamo(value: Any) -> Any:
     return value
 
 
+def token_hash_matches(task: Task | None, token_hash: str) -> bool:
+    """Whether a refused write was refused for its state rather than its token."""
+    return (
+        task is not None and task.token_hash is not None and hmac.compare_digest(task.token_hash, token_hash)
+    )
+
+
 class TaskStore:
     def __init__(self, dynamodb_client: Any, table_name: str, *, retention_days: int = 90) -> None:
         from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -68,7 +85,7 @@ class TaskStore:
         self._serializer = TypeSerializer()
         self._deserializer = TypeDeserializer()
 
-    # -- reads -------------------------------------------------------------------------
+    # -- reads (operators, the reconciler, and callbacks that change nothing) ----------
 
     def get(self, task_id: str) -> Task | None:
         response = self._db.get_item(
@@ -78,7 +95,7 @@ class TaskStore:
         return self._task(item) if item else None
 
     def list_open(self, *, older_than: float, limit: int = 100) -> Iterator[Task]:
-        """Open tasks (and terminal ones not yet notified) unchanged since `older_than`."""
+        """Open tasks (and terminal ones whose notification is pending) unchanged since `older_than`."""
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": OPEN_INDEX,
@@ -103,8 +120,8 @@ class TaskStore:
 
     # -- submission --------------------------------------------------------------------
 
-    def create(self, task: Task, *, lease_until: float) -> bool:
-        """Claim a new task; False when the id is already taken (a duplicate event)."""
+    def create(self, task: Task, *, lease_until: float) -> Write:
+        """Claim a new task, its callback token's hash included; refused when the id is taken."""
         item = task.model_dump(mode="json", exclude_none=True)
         item |= {
             "lease_until": lease_until,
@@ -118,44 +135,24 @@ class TaskStore:
                 TableName=self._table,
                 Item=self._serialize(item),
                 ConditionExpression="attribute_not_exists(task_id)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except self._db.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        except self._db.exceptions.ConditionalCheckFailedException as refused:
+            return Write(None, self._refusing_task(refused))
+        return Write(task.model_copy(update={"submit_attempts": 1, "lease_until": lease_until}))
 
-    def claim_submission(self, task_id: str, *, now: float, lease_until: float) -> Task | None:
-        """Re-claim a task whose earlier submission was released (a provider outage)."""
+    def claim_submission(
+        self, task_id: str, *, owner: str, token_hash: str, now: float, lease_until: float
+    ) -> Task | None:
+        """Re-claim a task whose earlier submission was released (a provider outage), with a
+        fresh callback token: the old one was never given to a provider that accepted it."""
         return self._update(
             task_id,
             condition="#status = :received AND (attribute_not_exists(lease_until) OR lease_until < :now)",
             values={":received": TaskStatus.RECEIVED.value, ":now": now},
-            set_={"lease_until": lease_until, "updated_at": now},
+            set_={"lease_until": lease_until, "owner": owner, "token_hash": token_hash, "updated_at": now},
             add={"submit_attempts": 1},
-        )
-
-    def prepare_submission(
-        self,
-        task_id: str,
-        *,
-        source: SourceObject,
-        options: Options,
-        token_hash: str,
-        estimated_cost_usd: float | None,
-        now: float,
-    ) -> Task | None:
-        """Record what will be sent, before the provider can call back."""
-        return self._update(
-            task_id,
-            condition="#status = :received",
-            values={":received": TaskStatus.RECEIVED.value},
-            set_={
-                "source": source.model_dump(mode="json", exclude_none=True),
-                "options": options.model_dump(mode="json", exclude_none=True),
-                "token_hash": token_hash,
-                "estimated_cost_usd": estimated_cost_usd,
-                "updated_at": now,
-            },
-        )
+        ).task
 
     def mark_submitted(self, task_id: str, *, provider_task_id: str, now: float) -> Task | None:
         """Record the provider's task id; RECEIVED becomes SUBMITTED.
@@ -164,122 +161,141 @@ class TaskStore:
         then only the provider's id and the submission time are recorded.
         """
         fields = {"provider.task_id": provider_task_id, "submitted_at": now}
-        task = self.transition(
-            task_id,
-            TaskStatus.SUBMITTED,
-            allowed_from=[TaskStatus.RECEIVED],
-            now=now,
-            set_=fields,
-            remove=["lease_until"],
-        )
-        if task is None:
-            task = self._update(
-                task_id, condition="attribute_exists(task_id)", set_=fields, remove=["lease_until"]
-            )
-        return task
-
-    def release_submission(self, task_id: str, *, error: ErrorInfo, now: float) -> Task | None:
-        """Give a failed submission back to the queue's retries."""
+        written = self.move(task_id, TaskStatus.SUBMITTED, now=now, set_=fields, remove=["lease_until"])
+        if written.applied or written.before is None:
+            return written.task
         return self._update(
             task_id,
-            condition="#status = :received",
-            values={":received": TaskStatus.RECEIVED.value},
-            set_={"last_error": error.model_dump(), "updated_at": now},
+            condition="attribute_exists(task_id)",
+            set_={"submitted_at": now},
+            set_if_absent={"provider.task_id": provider_task_id},
+            remove=["lease_until"],
+        ).task
+
+    def release_submission(self, task_id: str, *, owner: str, error: Mapping[str, str], now: float) -> None:
+        """Give a submission that could not be made back to the queue's retries."""
+        self._update(
+            task_id,
+            condition="#status = :received AND #owner = :owner",
+            values={":received": TaskStatus.RECEIVED.value, ":owner": owner},
+            set_={"last_error": dict(error), "updated_at": now},
             remove=["lease_until"],
         )
 
-    # -- progress and outcome ----------------------------------------------------------
+    # -- progress ----------------------------------------------------------------------
 
-    def transition(
+    def move(
         self,
         task_id: str,
         to: TaskStatus,
         *,
-        allowed_from: Iterable[TaskStatus],
         now: float,
+        token_hash: str | None = None,
+        provider_task_id: str | None = None,
         set_: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
-        extra_condition: str | None = None,
-        extra_values: Mapping[str, Any] | None = None,
-    ) -> Task | None:
-        """Move a task to `to` if it is in one of `allowed_from`; None when it is not."""
-        allowed = sorted({s.value for s in allowed_from})
-        names = [f":from{i}" for i in range(len(allowed))]
-        condition = f"#status IN ({', '.join(names)})"
-        if extra_condition:
-            condition = f"({condition}) AND ({extra_condition})"
-        values: dict[str, Any] = dict(zip(names, allowed, strict=True)) | dict(extra_values or {})
-        fields: dict[str, Any] = {"status": to.value, "updated_at": now, **(set_ or {})}
-        if to in TERMINAL_STATES:
-            fields |= {"finished_at": now, "expires_at": int(now) + self._retention_seconds}
-            remove = [*remove, "lease_until", "lease_owner"]
-        else:
-            fields["open_since"] = now
-            if to in _ENTERED_AT:
-                fields.setdefault(_ENTERED_AT[to], now)
-        return self._update(task_id, condition=condition, values=values, set_=fields, remove=remove)
+    ) -> Write:
+        """Move an open task to the open state `to`, if the lifecycle allows it from where it is.
 
-    def claim_finalization(self, task_id: str, *, owner: str, now: float, lease_seconds: int) -> Task | None:
-        """Take the exclusive right to download the video, for `lease_seconds`.
-
-        Allowed from the states that await the provider, or from FINALIZING whose lease
-        has expired (an earlier attempt died or gave up for now).
+        With `token_hash`, the write also authenticates a callback: it applies only to the
+        task whose token that is. With `provider_task_id`, only to the task of that
+        provider task (recorded then, if the submit step has not done it yet).
         """
-        waiting = sorted(s.value for s in (TaskStatus.RECEIVED, *AWAITING_PROVIDER))
-        names = [f":w{i}" for i in range(len(waiting))]
+        if to in TERMINAL_STATES:
+            raise ValueError(f"{to.value} is terminal: use end()")
+        condition, values = self._entered_from(to)
+        fields: dict[str, Any] = {"status": to.value, "updated_at": now, "open_since": now, **(set_ or {})}
+        first_time: dict[str, Any] = {}
+        if to in _ENTERED_AT:
+            first_time[_ENTERED_AT[to]] = now
+        if token_hash is not None:
+            condition += " AND token_hash = :token_hash"
+            values[":token_hash"] = token_hash
+        if provider_task_id is not None:
+            condition += (
+                " AND (attribute_not_exists(#provider.#task_id) OR #provider.#task_id = :provider_task_id)"
+            )
+            values[":provider_task_id"] = provider_task_id
+            first_time["provider.task_id"] = provider_task_id
+        first_time = {field: value for field, value in first_time.items() if field not in fields}
         return self._update(
-            task_id,
-            condition=(
-                f"#status IN ({', '.join(names)}) OR "
-                "(#status = :finalizing AND (attribute_not_exists(lease_until) OR lease_until < :now))"
-            ),
-            values=dict(zip(names, waiting, strict=True))
-            | {":finalizing": TaskStatus.FINALIZING.value, ":now": now},
-            set_={
-                "status": TaskStatus.FINALIZING.value,
-                "lease_owner": owner,
-                "lease_until": now + lease_seconds,
-                "updated_at": now,
-                "open_since": now,
-            },
-            add={"finalize_attempts": 1},
-            set_if_absent={"completed_at": now},
+            task_id, condition=condition, values=values, set_=fields, set_if_absent=first_time, remove=remove
         )
 
-    def complete(self, task_id: str, *, owner: str, video: VideoObject, now: float) -> Task | None:
-        return self.transition(
-            task_id,
-            TaskStatus.SUCCEEDED,
-            allowed_from=[TaskStatus.FINALIZING],
-            now=now,
-            set_={"video": video.model_dump(mode="json")},
-            extra_condition="lease_owner = :owner",
-            extra_values={":owner": owner},
-        )
-
-    def release_finalization(self, task_id: str, *, owner: str, error: ErrorInfo, now: float) -> Task | None:
-        """Give up the lease after a transient failure, so the next attempt can start at once."""
+    def hand_over(
+        self, task_id: str, *, from_owner: str, to_owner: str, now: float, outcome: TaskStatus | None = None
+    ) -> Task | None:
+        """Give a FINALIZING task whose order seems lost to a new order (the old one can no
+        longer end it); `outcome` replaces the one it was to record (a deadline passed)."""
+        fields: dict[str, Any] = {"owner": to_owner, "updated_at": now, "open_since": now}
+        if outcome is not None:
+            fields["outcome"] = outcome.value
         return self._update(
             task_id,
-            condition="#status = :finalizing AND lease_owner = :owner",
-            values={":finalizing": TaskStatus.FINALIZING.value, ":owner": owner},
-            set_={"last_error": error.model_dump(), "updated_at": now},
-            remove=["lease_until"],
-        )
+            condition="#status = :finalizing AND #owner = :owner",
+            values={":finalizing": TaskStatus.FINALIZING.value, ":owner": from_owner},
+            set_=fields,
+        ).task
 
-    def mark_notified(self, task_id: str, *, now: float) -> Task | None:
-        """The outcome's notification is out: the task leaves the open index."""
-        terminal = sorted(s.value for s in TERMINAL_STATES)
-        names = [f":t{i}" for i in range(len(terminal))]
+    # -- the end -----------------------------------------------------------------------
+
+    def end(
+        self, task_id: str, to: TaskStatus, *, owner: str, now: float, set_: Mapping[str, Any] | None = None
+    ) -> Write:
+        """The one write that ends a task: allowed from the lifecycle's states, by its owner
+        only; the task leaves the open-tasks index in the same write."""
+        if to not in TERMINAL_STATES:
+            raise ValueError(f"{to.value} is not terminal: use move()")
+        condition, values = self._entered_from(to)
+        values[":owner"] = owner
+        fields = {
+            "status": to.value,
+            "updated_at": now,
+            "finished_at": now,
+            "expires_at": int(now) + self._retention_seconds,
+            **(set_ or {}),
+        }
         return self._update(
             task_id,
-            condition=f"#status IN ({', '.join(names)})",
-            values=dict(zip(names, terminal, strict=True)),
-            set_={"notified_at": now},
-            remove=["open_shard", "open_since"],
+            condition=f"{condition} AND #owner = :owner",
+            values=values,
+            set_=fields,
+            remove=[*_OPEN_KEYS, "lease_until", "outcome"],
         )
+
+    def reopen_for_notification(self, task_id: str, *, now: float) -> Task | None:
+        """A terminal task whose notification failed goes back on the reconciler's index."""
+        return self._update(
+            task_id,
+            condition=self._terminal_condition(),
+            values=self._terminal_values(),
+            set_={"notify_pending": True, "open_shard": OPEN_SHARD, "open_since": now},
+        ).task
+
+    def mark_notified(self, task_id: str) -> Task | None:
+        """A pending notification is out: the task leaves the open-tasks index."""
+        return self._update(
+            task_id,
+            condition=f"({self._terminal_condition()}) AND notify_pending = :true",
+            values=self._terminal_values() | {":true": True},
+            remove=["notify_pending", *_OPEN_KEYS],
+        ).task
 
     # -- plumbing ----------------------------------------------------------------------
+
+    @staticmethod
+    def _entered_from(to: TaskStatus) -> tuple[str, dict[str, Any]]:
+        allowed = sorted(s.value for s in entered_from(to))
+        names = [f":from{i}" for i in range(len(allowed))]
+        return f"#status IN ({', '.join(names)})", dict(zip(names, allowed, strict=True))
+
+    @staticmethod
+    def _terminal_condition() -> str:
+        return f"#status IN ({', '.join(f':t{i}' for i in range(len(TERMINAL_STATES)))})"
+
+    @staticmethod
+    def _terminal_values() -> dict[str, Any]:
+        return {f":t{i}": s for i, s in enumerate(sorted(s.value for s in TERMINAL_STATES))}
 
     def _update(
         self,
@@ -291,7 +307,7 @@ class TaskStore:
         remove: Iterable[str] = (),
         add: Mapping[str, int] | None = None,
         set_if_absent: Mapping[str, Any] | None = None,
-    ) -> Task | None:
+    ) -> Write:
         expression = _UpdateExpression(values)
         for field, value in (set_ or {}).items():
             expression.set(field, value)
@@ -309,6 +325,7 @@ class TaskStore:
             "ConditionExpression": f"attribute_exists(task_id) AND ({condition})",
             "ExpressionAttributeNames": expression.names_used_in(update, condition),
             "ReturnValues": "ALL_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
         if expression.values:
             kwargs["ExpressionAttributeValues"] = {
@@ -316,9 +333,13 @@ class TaskStore:
             }
         try:
             response = self._db.update_item(**kwargs)
-        except self._db.exceptions.ConditionalCheckFailedException:
-            return None
-        return self._task(response["Attributes"])
+        except self._db.exceptions.ConditionalCheckFailedException as refused:
+            return Write(None, self._refusing_task(refused))
+        return Write(self._task(response["Attributes"]))
+
+    def _refusing_task(self, refused: Any) -> Task | None:
+        item = refused.response.get("Item")
+        return self._task(item) if item else None
 
     def _serialize(self, item: Mapping[str, Any]) -> dict[str, Any]:
         return {k: self._serializer.serialize(_to_dynamo(v)) for k, v in item.items() if v is not None}
@@ -333,7 +354,13 @@ class _UpdateExpression:
     (`status` and `source` are DynamoDB reserved words)."""
 
     def __init__(self, values: Mapping[str, Any] | None) -> None:
-        self.names: dict[str, str] = {"#status": "status"}
+        # Placeholders a condition may use even when the update does not touch them.
+        self.names: dict[str, str] = {
+            "#status": "status",
+            "#owner": "owner",
+            "#provider": "provider",
+            "#task_id": "task_id",
+        }
         self.values: dict[str, Any] = dict(values or {})
         self._set: dict[str, str] = {}
         self._remove: list[str] = []

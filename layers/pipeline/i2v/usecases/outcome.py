@@ -1,45 +1,73 @@
-"""Ending a task: one conditional transition, then its one notification."""
+"""Ending a task, the one way: a terminal write, its notification, its metric."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from i2v.domain import ErrorInfo, Task, TaskStatus
-from i2v.observability import logger
+from i2v.observability import MetricsSink, MetricUnit, logger
 from i2v.tasks.store import TaskStore
 
-
-def finish(
-    task_id: str,
-    status: TaskStatus,
-    allowed_from: Iterable[TaskStatus],
-    *,
-    store: TaskStore,
-    notify: Callable[[Task], None],
-    now: float,
-    error: ErrorInfo | None = None,
-    set_: dict[str, Any] | None = None,
-) -> Task | None:
-    """Move the task to a terminal `status` and announce it; None if it was not allowed."""
-    fields = dict(set_ or {})
-    if error is not None:
-        fields["error"] = error.model_dump()
-    task = store.transition(task_id, status, allowed_from=allowed_from, now=now, set_=fields)
-    if task is None:
-        logger.info("transition not allowed from the current state", extra={"to": status.value})
-        return None
-    announce(task, store=store, notify=notify, now=now)
-    return task
+OUTCOME_METRICS = {
+    TaskStatus.SUCCEEDED: "TasksSucceeded",
+    TaskStatus.FAILED: "TasksFailed",
+    TaskStatus.REJECTED: "TasksRejected",
+    TaskStatus.TIMED_OUT: "TasksTimedOut",
+}
 
 
-def announce(task: Task, *, store: TaskStore, notify: Callable[[Task], None], now: float) -> bool:
-    """Publish a terminal task's notification; a failure is left for the reconciler to retry."""
-    try:
-        notify(task)
-    except Exception:
-        logger.exception("notification not published; the reconciler will retry it")
-        return False
-    store.mark_notified(task.task_id, now=now)
-    logger.info("outcome notified", extra={"status": task.status.value})
-    return True
+@dataclass(frozen=True)
+class Endings:
+    """Ends tasks for the submit step and the finalizer, the only two that do.
+
+    Both work from a queue message: if the process dies between the terminal write and
+    the publish, the message comes back, its write is refused by a task that it ended
+    itself (same owner, same state), and the notification goes out then. A publish that
+    fails puts the task back on the reconciler's index instead. Delivery is therefore
+    at least once; consumers deduplicate on the message's `event_id`.
+    """
+
+    store: TaskStore
+    notify: Callable[[Task], None]
+    metrics: MetricsSink
+    clock: Callable[[], float]
+
+    def end(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        owner: str,
+        error: ErrorInfo | None = None,
+        set_: Mapping[str, Any] | None = None,
+    ) -> Task | None:
+        """Move the task to a terminal `status` and announce it; None if it was not ours to end."""
+        fields = dict(set_ or {})
+        if error is not None:
+            fields["error"] = error.model_dump()
+        written = self.store.end(task_id, status, owner=owner, now=self.clock(), set_=fields)
+        if written.task is not None:
+            ended = written.task
+            self.metrics.add_metric(name=OUTCOME_METRICS[status], unit=MetricUnit.Count, value=1)
+        elif written.before is not None and written.before.status is status and written.before.owner == owner:
+            ended = written.before
+            logger.info("the task was ended by an earlier try of this message; announcing it again")
+        else:
+            current = written.before.status.value if written.before else None
+            logger.info("task not ended here", extra={"to": status.value, "current": current})
+            return None
+        self.announce(ended)
+        return ended
+
+    def announce(self, task: Task) -> bool:
+        """Publish a terminal task's notification; if that fails, the reconciler retries it."""
+        try:
+            self.notify(task)
+        except Exception:
+            logger.exception("notification not published; the reconciler will retry it")
+            self.store.reopen_for_notification(task.task_id, now=self.clock())
+            return False
+        logger.info("outcome notified", extra={"status": task.status.value})
+        return True

@@ -1,159 +1,139 @@
-"""What a provider update does to a task: the callback and the reconciler share this code."""
+"""What a provider update does to a task: the callback and the reconciler share this code.
+
+An update is recorded with one conditional write. A finished task (succeeded or failed)
+moves to FINALIZING and is handed to the finalize queue, whose worker downloads the
+video and ends the task (i2v/usecases/finalize.py): the webhook is answered at once,
+whatever the size of the video.
+"""
 
 from __future__ import annotations
 
-import posixpath
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
-from urllib.parse import quote
 
-from i2v.domain import AWAITING_PROVIDER, ErrorInfo, Task, TaskStatus, VideoObject
-from i2v.errors import DownloadFailed
-from i2v.observability import MetricsSink, MetricUnit, logger
+from i2v.domain import ErrorInfo, Frozen, Task, TaskStatus
+from i2v.errors import BadCallback, Unauthorized
+from i2v.observability import logger
 from i2v.providers.base import ProviderState, ProviderUpdate
-from i2v.tasks.store import TaskStore
-from i2v.usecases.outcome import announce, finish
-
-# Before the provider's id is recorded, a fast provider may already report progress.
-_BEFORE_RESULT = frozenset({TaskStatus.RECEIVED, *AWAITING_PROVIDER})
+from i2v.tasks.store import TaskStore, Write, token_hash_matches
 
 
 class UpdateOutcome(StrEnum):
     UNCHANGED = "unchanged"
     RUNNING = "running"
-    FAILED = "failed"
-    SUCCEEDED = "succeeded"
-    RETRY_LATER = "retry_later"
+    FINALIZING = "finalizing"
 
 
-class StoredVideo(Protocol):
-    size: int
-    sha256: str
-    content_type: str
+class FinalizeOrder(Frozen):
+    """The finalize queue's message: the task as its FINALIZING write returned it, and what
+    the download needs, so the finalizer reads nothing before it works."""
+
+    task: Task
+    video_url: str | None = None
 
 
-# (video url, destination key, object metadata) -> what was stored
-FetchVideo = Callable[[str, str, dict[str, str]], StoredVideo]
-
-
-@dataclass(frozen=True)
-class FinalizeConfig:
-    bucket: str
-    incoming_prefix: str
-    videos_prefix: str
-    lease_seconds: int
-    max_attempts: int
-
-
-def video_key(task: Task, config: FinalizeConfig) -> str:
-    """`videos/<the source's path under incoming/, without extension>/<task id>.mp4`:
-    grouped by source, and never overwriting another task's video."""
-    relative = task.source.key.removeprefix(config.incoming_prefix)
-    stem = posixpath.splitext(relative)[0] or "video"
-    return f"{config.videos_prefix}{stem}/{task.task_id}.mp4"
+EnqueueFinalize = Callable[[FinalizeOrder], None]
 
 
 @dataclass(frozen=True)
 class Progress:
-    """What applying a provider update needs; the callback and the reconciler share it."""
+    """What applying a provider update needs."""
 
-    config: FinalizeConfig
     store: TaskStore
-    fetch_video: FetchVideo
-    notify: Callable[[Task], None]
-    metrics: MetricsSink
+    enqueue: EnqueueFinalize
     clock: Callable[[], float]
-    owner: str  # who holds a finalization lease: the Lambda request id
-
-    def end(
-        self, task_id: str, status: TaskStatus, allowed_from: Iterable[TaskStatus], error: ErrorInfo
-    ) -> bool:
-        """A terminal transition with its notification and metric; False if not allowed."""
-        ended = finish(
-            task_id, status, allowed_from, store=self.store, notify=self.notify, now=self.clock(), error=error
-        )
-        if ended:
-            self.metrics.add_metric(name=_OUTCOME_METRICS[status], unit=MetricUnit.Count, value=1)
-        return ended is not None
 
 
-_OUTCOME_METRICS = {TaskStatus.FAILED: "TasksFailed", TaskStatus.TIMED_OUT: "TasksTimedOut"}
+def apply_update(
+    task_id: str,
+    update: ProviderUpdate,
+    progress: Progress,
+    *,
+    via: str,
+    token_hash: str | None = None,
+) -> UpdateOutcome:
+    """Record `update` on the task; with `token_hash`, only if that is the task's token.
 
-
-def apply_update(task: Task, update: ProviderUpdate, progress: Progress) -> UpdateOutcome:
+    Raises Unauthorized (no such task, or not its token) and BadCallback (the update is
+    for another provider task). A write the lifecycle refuses is a no-op: a duplicate or
+    late update.
+    """
+    store, now = progress.store, progress.clock()
     if update.state is ProviderState.RUNNING:
-        moved = progress.store.transition(
-            task.task_id,
+        written = store.move(
+            task_id,
             TaskStatus.RUNNING,
-            allowed_from=[TaskStatus.RECEIVED, TaskStatus.SUBMITTED],
-            now=progress.clock(),
+            now=now,
+            token_hash=token_hash,
+            provider_task_id=update.provider_task_id,
         )
-        return UpdateOutcome.RUNNING if moved else UpdateOutcome.UNCHANGED
-    if update.state is ProviderState.FAILED:
-        error = update.error or ErrorInfo(code="PROVIDER_FAILED", message=update.raw_status)
-        ended = progress.end(task.task_id, TaskStatus.FAILED, _BEFORE_RESULT, error)
-        return UpdateOutcome.FAILED if ended else UpdateOutcome.UNCHANGED
-    if update.state is ProviderState.SUCCEEDED:
-        return finalize(task, update, progress)
+        return _settled(written, update, token_hash, UpdateOutcome.RUNNING)
+    if update.state in (ProviderState.SUCCEEDED, ProviderState.FAILED):
+        outcome = TaskStatus.SUCCEEDED if update.state is ProviderState.SUCCEEDED else TaskStatus.FAILED
+        error = None
+        if outcome is TaskStatus.FAILED:
+            error = update.error or ErrorInfo(code="PROVIDER_FAILED", message=update.raw_status)
+        written = store.move(
+            task_id,
+            TaskStatus.FINALIZING,
+            now=now,
+            token_hash=token_hash,
+            provider_task_id=update.provider_task_id,
+            set_=_finalizing_fields(outcome, via, error),
+        )
+        settled = _settled(written, update, token_hash, UpdateOutcome.FINALIZING)
+        if written.task is not None:
+            progress.enqueue(FinalizeOrder(task=written.task, video_url=update.video_url))
+            logger.info("finalization queued", extra={"outcome": outcome.value, "via": via})
+        return settled
+    if token_hash is not None:
+        # Nothing to write, so nothing to authenticate the callback with but a read.
+        _settled(Write(None, store.get(task_id)), update, token_hash, UpdateOutcome.UNCHANGED)
     return UpdateOutcome.UNCHANGED
 
 
-def finalize(task: Task, update: ProviderUpdate, progress: Progress) -> UpdateOutcome:
-    """Claim the finalization lease, stream the video into S3, then SUCCEEDED and notify."""
-    store, config, owner = progress.store, progress.config, progress.owner
-    claimed = store.claim_finalization(
-        task.task_id, owner=owner, now=progress.clock(), lease_seconds=config.lease_seconds
+def begin_finalization(
+    task_id: str, outcome: TaskStatus, error: ErrorInfo | None, progress: Progress, *, via: str
+) -> bool:
+    """Move an open task to FINALIZING with a known outcome (a deadline passed) and queue it."""
+    written = progress.store.move(
+        task_id, TaskStatus.FINALIZING, now=progress.clock(), set_=_finalizing_fields(outcome, via, error)
     )
-    if claimed is None:
-        logger.info("finalization already done or under way elsewhere")
-        return UpdateOutcome.UNCHANGED
-    key = video_key(claimed, config)
-    try:
-        if not update.video_url:
-            raise DownloadFailed(
-                "the provider reported completion without a video URL",
-                permanent=False,
-                code="VIDEO_URL_MISSING",
-            )
-        metadata = {"task-id": claimed.task_id, "source-key": quote(claimed.source.key)}
-        stored = progress.fetch_video(update.video_url, key, metadata)
-    except DownloadFailed as exc:
-        return _download_failed(claimed, exc, progress)
-
-    video = VideoObject(
-        bucket=config.bucket,
-        key=key,
-        size=stored.size,
-        sha256=stored.sha256,
-        content_type=stored.content_type,
-    )
-    done = store.complete(claimed.task_id, owner=owner, video=video, now=progress.clock())
-    if done is None:
-        logger.warning("lease lost before the task could be completed; the holder will finish it")
-        return UpdateOutcome.UNCHANGED
-    announce(done, store=store, notify=progress.notify, now=progress.clock())
-    metrics = progress.metrics
-    metrics.add_metric(name="TasksSucceeded", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="BytesDownloaded", unit=MetricUnit.Bytes, value=stored.size)
-    if done.submitted_at is not None and done.completed_at is not None:
-        metrics.add_metric(
-            name="GenerationSeconds", unit=MetricUnit.Seconds, value=done.completed_at - done.submitted_at
-        )
-    logger.info("video stored", extra={"video_key": key, "size": stored.size})
-    return UpdateOutcome.SUCCEEDED
+    if written.task is None:
+        return False
+    progress.enqueue(FinalizeOrder(task=written.task))
+    return True
 
 
-def _download_failed(task: Task, exc: DownloadFailed, progress: Progress) -> UpdateOutcome:
-    error = ErrorInfo(code=exc.code, message=exc.message)
-    if exc.permanent or task.finalize_attempts >= progress.config.max_attempts:
-        logger.warning("video download failed for good", extra={"code": exc.code, "reason": exc.message})
-        ended = progress.end(task.task_id, TaskStatus.FAILED, [TaskStatus.FINALIZING], error)
-        return UpdateOutcome.FAILED if ended else UpdateOutcome.UNCHANGED
-    logger.warning(
-        "video download failed; the task stays recoverable",
-        extra={"code": exc.code, "reason": exc.message, "attempt": task.finalize_attempts},
-    )
-    progress.store.release_finalization(task.task_id, owner=progress.owner, error=error, now=progress.clock())
-    return UpdateOutcome.RETRY_LATER
+def _finalizing_fields(outcome: TaskStatus, via: str, error: ErrorInfo | None) -> dict[str, object]:
+    return {
+        "owner": new_finalize_id(),
+        "outcome": outcome.value,
+        "completed_via": via,
+        "error": error.model_dump() if error else None,
+    }
+
+
+def new_finalize_id() -> str:
+    return f"finalize-{uuid.uuid4()}"
+
+
+def _settled(
+    written: Write, update: ProviderUpdate, token_hash: str | None, applied: UpdateOutcome
+) -> UpdateOutcome:
+    if written.task is not None:
+        logger.set_correlation_id(written.task.task_id)
+        return applied
+    before = written.before
+    if token_hash is not None and not token_hash_matches(before, token_hash):
+        raise Unauthorized("unknown task or wrong callback token")
+    if before is None:
+        return UpdateOutcome.UNCHANGED  # the reconciler's task is gone (expired): nothing to do
+    logger.set_correlation_id(before.task_id)
+    known_id = before.provider.task_id
+    if known_id is not None and known_id != update.provider_task_id:
+        raise BadCallback("the update is for another provider task")
+    logger.info("update not applied in the current state", extra={"current": before.status.value})
+    return UpdateOutcome.UNCHANGED

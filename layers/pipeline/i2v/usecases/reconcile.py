@@ -1,5 +1,6 @@
-"""Reconcile: the safety net for missed webhooks, half-done finalizations, lost
-notifications and tasks that never end."""
+"""Reconcile: the safety net for missed webhooks, lost finalize orders, failed
+notifications and tasks that never end. It ends nothing itself: what it finds finished
+(or past its deadline) goes to the finalize queue, like a webhook's outcome."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from i2v.domain import AWAITING_PROVIDER, ErrorInfo, Task, TaskStatus
+from i2v.domain import ErrorInfo, Task, TaskStatus
 from i2v.errors import PipelineError
 from i2v.observability import logger
 from i2v.providers.base import Provider
-from i2v.usecases.outcome import announce
-from i2v.usecases.progress import Progress, apply_update
+from i2v.usecases.outcome import Endings
+from i2v.usecases.progress import FinalizeOrder, Progress, apply_update, begin_finalization, new_finalize_id
 
 # A run stops starting work this close to its Lambda timeout; the next run carries on.
 _RESERVE_SECONDS = 60
@@ -22,6 +23,7 @@ _RESERVE_SECONDS = 60
 class ReconcileConfig:
     reconcile_after_seconds: int
     task_deadline_seconds: int
+    finalize_stale_seconds: int
     max_tasks: int = 200
 
 
@@ -30,6 +32,7 @@ def reconcile(
     config: ReconcileConfig,
     provider: Provider,
     progress: Progress,
+    endings: Endings,
     time_left: Callable[[], float] = lambda: float("inf"),
 ) -> Counter[str]:
     """Visit open tasks unchanged for `reconcile_after_seconds`; returns what was done."""
@@ -41,7 +44,7 @@ def reconcile(
             break
         logger.set_correlation_id(task.task_id)
         try:
-            report[_visit(task, config, provider, progress)] += 1
+            report[_visit(task, config, provider, progress, endings)] += 1
         except PipelineError as exc:
             logger.warning("task not reconciled this time", extra={"code": exc.code, "reason": exc.message})
             report["errors"] += 1
@@ -49,24 +52,49 @@ def reconcile(
     return report
 
 
-def _visit(task: Task, config: ReconcileConfig, provider: Provider, progress: Progress) -> str:
+def _visit(
+    task: Task, config: ReconcileConfig, provider: Provider, progress: Progress, endings: Endings
+) -> str:
     now = progress.clock()
     if task.status.is_terminal:
-        sent = announce(task, store=progress.store, notify=progress.notify, now=now)
-        return "notified" if sent else "notify_failed"
-    if task.status is TaskStatus.FINALIZING and (task.lease_until or 0) > now:
-        return "lease_held"
-    if now - task.received_at > config.task_deadline_seconds:
+        if not endings.announce(task):
+            return "notify_failed"
+        progress.store.mark_notified(task.task_id)
+        return "notified"
+    past_deadline = now - task.received_at > config.task_deadline_seconds
+    if task.status is TaskStatus.FINALIZING:
+        return _revive_finalization(task, config, progress, now=now, past_deadline=past_deadline)
+    if past_deadline:
         error = ErrorInfo(
             code="TIMED_OUT",
             message=f"no result within {config.task_deadline_seconds} s (last state {task.status.value})",
         )
-        ended = progress.end(task.task_id, TaskStatus.TIMED_OUT, [task.status], error)
-        return "timed_out" if ended else "unchanged"
+        queued = begin_finalization(task.task_id, TaskStatus.TIMED_OUT, error, progress, via="reconcile")
+        return "timed_out" if queued else "unchanged"
     if task.status is TaskStatus.RECEIVED or task.provider.task_id is None:
         return "awaiting_submission"  # the uploads queue retries it with backoff
-
-    assert task.status in AWAITING_PROVIDER or task.status is TaskStatus.FINALIZING
     update = provider.status(task.provider.task_id)
     logger.info("provider status polled", extra={"provider_status": update.raw_status})
-    return apply_update(task, update, progress).value
+    return apply_update(task.task_id, update, progress, via="reconcile").value
+
+
+def _revive_finalization(
+    task: Task, config: ReconcileConfig, progress: Progress, *, now: float, past_deadline: bool
+) -> str:
+    """A FINALIZING task whose order has not ended it for `finalize_stale_seconds`: its
+    message was lost (a process died between the write and the enqueue, or the message
+    went to the dead-letter queue). A new order takes it over; past the deadline, to time
+    it out rather than try the download again."""
+    if now - task.updated_at < config.finalize_stale_seconds or task.owner is None:
+        return "finalize_pending"
+    outcome = TaskStatus.TIMED_OUT if past_deadline else None
+    handed = progress.store.hand_over(
+        task.task_id, from_owner=task.owner, to_owner=new_finalize_id(), now=now, outcome=outcome
+    )
+    if handed is None:
+        return "unchanged"
+    if outcome is TaskStatus.TIMED_OUT and handed.error is None:
+        error = ErrorInfo(code="TIMED_OUT", message=f"not finalized within {config.task_deadline_seconds} s")
+        handed = handed.model_copy(update={"error": error})
+    progress.enqueue(FinalizeOrder(task=handed))
+    return "finalize_requeued"

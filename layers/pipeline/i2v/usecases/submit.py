@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,7 +17,7 @@ from i2v.domain import (
     TaskStatus,
     derive_task_id,
 )
-from i2v.errors import InvalidInput, ProviderRejected, ProviderUnavailable
+from i2v.errors import InvalidInput, PipelineError, ProviderRejected, ProviderUnavailable
 from i2v.media.image import check_provider_rules, read_image_info
 from i2v.observability import MetricsSink, MetricUnit, logger
 from i2v.options import is_sidecar, resolve_options
@@ -26,7 +25,7 @@ from i2v.providers.base import Provider, SubmitRequest
 from i2v.storage import SourceStore
 from i2v.tasks.store import TaskStore
 from i2v.tokens import hash_token, new_token
-from i2v.usecases.outcome import finish
+from i2v.usecases.outcome import Endings
 
 
 class SubmitOutcome(StrEnum):
@@ -85,31 +84,24 @@ class SubmitConfig:
     submit_lease_seconds: int = 180  # longer than the submit function may run
 
 
-def retry_delay(attempt: int, *, base: float, cap: float, retry_after: float | None) -> int:
-    """Seconds before the next try: capped exponential backoff with full jitter,
-    never sooner than the provider's Retry-After."""
-    backoff = min(cap, base * 2 ** max(0, attempt - 1))
-    delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not security
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return int(min(cap, max(1.0, delay)))
-
-
 def submit_upload(
     upload: Upload,
     *,
+    owner: str,
     config: SubmitConfig,
     store: TaskStore,
     sources: SourceStore,
     provider: Provider,
-    notify: Callable[[Task], None],
+    endings: Endings,
     metrics: MetricsSink,
     clock: Callable[[], float],
 ) -> SubmitOutcome:
-    """Take one upload to SUBMITTED (or REJECTED / FAILED).
+    """Take one upload to SUBMITTED (or REJECTED / FAILED). `owner` is the queue message.
 
-    Raises ProviderUnavailable when the provider cannot take the task now: the caller
-    retries later, and the task stays claimable.
+    Two writes on the way: the claim, which already holds the image's facts, the options
+    and the callback token's hash (a fast provider may call back at once), then the
+    provider's task id. Raises ProviderUnavailable when the provider cannot take the task
+    now: the message comes back later, and the task stays claimable.
     """
     if not upload.key.startswith(config.incoming_prefix) or upload.key.endswith("/"):
         logger.info("not an upload under the incoming prefix, skipped")
@@ -120,65 +112,98 @@ def submit_upload(
 
     task_id = derive_task_id(upload.bucket, upload.key, upload.version)
     logger.set_correlation_id(task_id)
+    source = SourceObject(
+        bucket=upload.bucket, key=upload.key, version_id=upload.version_id, size=upload.size
+    )
+    rejection: Rejection | None = None
+    try:
+        source, options = _inspect(source, config, sources)
+    except Rejection as rejected:
+        rejection = rejected
+        source, options = rejected.source, rejected.options or config.defaults
+
+    token = new_token()
     now = clock()
     task = Task(
         task_id=task_id,
         status=TaskStatus.RECEIVED,
-        source=SourceObject(
-            bucket=upload.bucket, key=upload.key, version_id=upload.version_id, size=upload.size
-        ),
+        source=source,
+        options=options,
         provider=ProviderRef(name=provider.name),
+        token_hash=hash_token(token),
+        owner=owner,
+        estimated_cost_usd=provider.estimate_cost_usd(options),
         received_at=now,
         updated_at=now,
     )
-    lease_until = now + config.submit_lease_seconds
-    if not store.create(task, lease_until=lease_until):
-        claimed = store.claim_submission(task_id, now=now, lease_until=lease_until)
-        if claimed is None:
-            logger.info("task already claimed or past submission: duplicate event acknowledged")
-            return SubmitOutcome.DUPLICATE
-        task = claimed
-        logger.info("retrying submission", extra={"attempt": task.submit_attempts})
+    claimed = _claim(task, config, store, endings, clock)
+    if claimed is None:
+        return SubmitOutcome.DUPLICATE
 
-    try:
-        return _submit(task, config, store, sources, provider, metrics, clock)
-    except Rejection as rejection:
+    if rejection is not None:
         exc = rejection.reason
         logger.info("upload rejected", extra={"code": exc.code, "reason": exc.message})
-        known = {"source": rejection.source.model_dump(mode="json", exclude_none=True)}
-        if rejection.options is not None:
-            known["options"] = rejection.options.model_dump(mode="json", exclude_none=True)
-        finish(
-            task_id,
-            TaskStatus.REJECTED,
-            [TaskStatus.RECEIVED],
-            store=store,
-            notify=notify,
-            now=clock(),
-            error=ErrorInfo(code=exc.code, message=exc.message),
-            set_=known,
-        )
-        metrics.add_metric(name="TasksRejected", unit=MetricUnit.Count, value=1)
+        endings.end(task_id, TaskStatus.REJECTED, owner=owner, error=_error(exc))
         return SubmitOutcome.REJECTED
+    try:
+        provider_task_id = provider.submit(_request(claimed, token, config, sources, provider))
     except ProviderRejected as exc:
         logger.warning("provider refused the task", extra={"code": exc.code, "reason": exc.message})
-        error = ErrorInfo(code=exc.code, message=exc.message)
-        finish(
-            task_id,
-            TaskStatus.FAILED,
-            [TaskStatus.RECEIVED],
-            store=store,
-            notify=notify,
-            now=clock(),
-            error=error,
-        )
-        metrics.add_metric(name="TasksFailed", unit=MetricUnit.Count, value=1)
+        endings.end(task_id, TaskStatus.FAILED, owner=owner, error=_error(exc))
         return SubmitOutcome.FAILED
     except ProviderUnavailable as exc:
-        error = ErrorInfo(code=exc.code, message=exc.message)
-        store.release_submission(task_id, error=error, now=clock())
+        store.release_submission(task_id, owner=owner, error=_error(exc).model_dump(), now=clock())
         metrics.add_metric(name="ProviderUnavailable", unit=MetricUnit.Count, value=1)
         raise
+    store.mark_submitted(task_id, provider_task_id=provider_task_id, now=clock())
+    logger.info("submitted", extra={"provider_task_id": provider_task_id})
+    metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=1)
+    return SubmitOutcome.SUBMITTED
+
+
+def _claim(
+    task: Task, config: SubmitConfig, store: TaskStore, endings: Endings, clock: Callable[[], float]
+) -> Task | None:
+    """The task, claimed for this message; None when another message has it or had it."""
+    lease_until = task.received_at + config.submit_lease_seconds
+    created = store.create(task, lease_until=lease_until)
+    if created.task is not None:
+        return created.task
+    existing = created.before
+    if existing is not None and existing.status.is_terminal and existing.owner == task.owner:
+        # This message ended the task before its process died: the notification may not be out.
+        endings.announce(existing)
+        return None
+    assert task.owner is not None and task.token_hash is not None
+    claimed = store.claim_submission(
+        task.task_id, owner=task.owner, token_hash=task.token_hash, now=clock(), lease_until=lease_until
+    )
+    if claimed is None:
+        logger.info("task already claimed or past submission: duplicate event acknowledged")
+        return None
+    logger.info("retrying submission", extra={"attempt": claimed.submit_attempts})
+    return claimed
+
+
+def _request(
+    task: Task, token: str, config: SubmitConfig, sources: SourceStore, provider: Provider
+) -> SubmitRequest:
+    webhook_url = None
+    if provider.supports_webhooks:
+        base = config.webhook_base_url.rstrip("/")
+        webhook_url = f"{base}/callbacks/{quote(task.task_id)}?token={token}"
+    source = task.source
+    return SubmitRequest(
+        image_url=sources.presign(
+            source.key, expires_in=config.presign_expiry_seconds, version_id=source.version_id
+        ),
+        options=task.options,
+        webhook_url=webhook_url,
+    )
+
+
+def _error(exc: PipelineError) -> ErrorInfo:
+    return ErrorInfo(code=exc.code, message=exc.message)
 
 
 class Rejection(Exception):
@@ -191,13 +216,14 @@ class Rejection(Exception):
         self.options = options
 
 
-def _inspect(task: Task, config: SubmitConfig, sources: SourceStore) -> tuple[SourceObject, Options]:
+def _inspect(
+    source: SourceObject, config: SubmitConfig, sources: SourceStore
+) -> tuple[SourceObject, Options]:
     """The upload's facts and options, checked against the provider's rules.
 
     Options are resolved even when the image is bad, so a rejection reports both; an
     image problem is the reason given first.
     """
-    source = task.source
     try:
         head = sources.head(source.key, source.version_id)
     except InvalidInput as exc:
@@ -229,44 +255,3 @@ def _inspect(task: Task, config: SubmitConfig, sources: SourceStore) -> tuple[So
         assert options_error is not None
         raise Rejection(options_error, source, None)
     return source, options
-
-
-def _submit(
-    task: Task,
-    config: SubmitConfig,
-    store: TaskStore,
-    sources: SourceStore,
-    provider: Provider,
-    metrics: MetricsSink,
-    clock: Callable[[], float],
-) -> SubmitOutcome:
-    source, options = _inspect(task, config, sources)
-    token = new_token()
-    prepared = store.prepare_submission(
-        task.task_id,
-        source=source,
-        options=options,
-        token_hash=hash_token(token),
-        estimated_cost_usd=provider.estimate_cost_usd(options),
-        now=clock(),
-    )
-    if prepared is None:
-        logger.info("task left RECEIVED while it was being prepared; nothing to do")
-        return SubmitOutcome.DUPLICATE
-
-    webhook_url = None
-    if provider.supports_webhooks:
-        base = config.webhook_base_url.rstrip("/")
-        webhook_url = f"{base}/callbacks/{quote(task.task_id)}?token={token}"
-    request = SubmitRequest(
-        image_url=sources.presign(
-            source.key, expires_in=config.presign_expiry_seconds, version_id=source.version_id
-        ),
-        options=options,
-        webhook_url=webhook_url,
-    )
-    provider_task_id = provider.submit(request)
-    store.mark_submitted(task.task_id, provider_task_id=provider_task_id, now=clock())
-    logger.info("submitted", extra={"provider_task_id": provider_task_id})
-    metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=1)
-    return SubmitOutcome.SUBMITTED

@@ -1,0 +1,39 @@
+"""Work that must wait goes back to its queue: the message's next delivery is pushed out
+by a capped exponential backoff with full jitter, never sooner than a Retry-After."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from i2v.errors import RetryLater
+
+
+def backoff_seconds(attempt: int, *, base: float, cap: float, retry_after: float | None) -> int:
+    """Seconds before the next try of delivery `attempt` (1 = the first)."""
+    backoff = min(cap, base * 2 ** max(0, attempt - 1))
+    delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not security
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return int(min(cap, max(1.0, delay)))
+
+
+@dataclass(frozen=True)
+class Redelivery:
+    """One queue's retry policy. SQS visibility is the durable timer: a message whose
+    record is reported failed comes back when its visibility timeout, set here, ends."""
+
+    sqs: Any
+    queue_url: str
+    base_seconds: float
+    max_seconds: float
+
+    def later(self, receipt_handle: str, attempt: int, error: RetryLater) -> int:
+        delay = backoff_seconds(
+            attempt, base=self.base_seconds, cap=self.max_seconds, retry_after=error.retry_after
+        )
+        self.sqs.change_message_visibility(
+            QueueUrl=self.queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=delay
+        )
+        return delay

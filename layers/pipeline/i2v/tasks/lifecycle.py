@@ -1,0 +1,59 @@
+"""The task lifecycle in one table: each state and the states it may be entered from.
+
+    RECEIVED ──▶ SUBMITTED ──▶ RUNNING ──▶ FINALIZING ──▶ SUCCEEDED
+       │                                      │
+       ▼                                      ▼
+    REJECTED / FAILED                   FAILED / TIMED_OUT
+
+Every write that changes a task's status takes its condition from here, so a
+duplicate, late or out-of-order event fails the condition and changes nothing.
+RECEIVED is only ever created (a conditional PutItem), never entered.
+
+FINALIZING means the outcome is known and is being recorded: the video downloaded, or
+the provider's failure or the deadline written down. Only the finalize order that
+holds the task (its `owner`) may end it from there; the reconciler may hand a stale
+FINALIZING task to a new order (TaskStore.hand_over), which is not a transition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from i2v.domain import TERMINAL_STATES, TaskStatus
+
+_RECEIVED, _SUBMITTED, _RUNNING, _FINALIZING = (
+    TaskStatus.RECEIVED,
+    TaskStatus.SUBMITTED,
+    TaskStatus.RUNNING,
+    TaskStatus.FINALIZING,
+)
+
+ENTERED_FROM: Mapping[TaskStatus, frozenset[TaskStatus]] = MappingProxyType(
+    {
+        TaskStatus.RECEIVED: frozenset(),
+        TaskStatus.SUBMITTED: frozenset({_RECEIVED}),
+        # A fast provider may report before the submit step has recorded its task id.
+        TaskStatus.RUNNING: frozenset({_RECEIVED, _SUBMITTED}),
+        TaskStatus.FINALIZING: frozenset({_RECEIVED, _SUBMITTED, _RUNNING}),
+        TaskStatus.SUCCEEDED: frozenset({_FINALIZING}),
+        # Refused by the provider at submission, or failed by it (through FINALIZING).
+        TaskStatus.FAILED: frozenset({_RECEIVED, _FINALIZING}),
+        TaskStatus.REJECTED: frozenset({_RECEIVED}),
+        TaskStatus.TIMED_OUT: frozenset({_FINALIZING}),
+    }
+)
+
+OPEN_STATES = frozenset(ENTERED_FROM) - TERMINAL_STATES
+
+
+def entered_from(status: TaskStatus) -> frozenset[TaskStatus]:
+    """The states a task may be in for `status` to be written; ValueError for RECEIVED."""
+    sources = ENTERED_FROM[status]
+    if not sources:
+        raise ValueError(f"{status.value} is never entered: a task is created in it")
+    return sources
+
+
+def may_move(current: TaskStatus, to: TaskStatus) -> bool:
+    return current in ENTERED_FROM[to]

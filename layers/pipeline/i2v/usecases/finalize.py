@@ -1,0 +1,150 @@
+"""Finalize: a FINALIZING task's outcome is recorded; for a success, the video is stored first.
+
+Runs from the finalize queue, one order per task, whatever found the outcome (a webhook,
+the reconciler's poll, a deadline). The order names its task's owner, so only the
+current order can end it. Transient failures raise RetryLater: the message comes back
+after a backoff, up to `max_attempts` deliveries, then the task FAILS with the reason.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+from urllib.parse import quote
+
+from i2v.domain import ErrorInfo, Task, TaskStatus, VideoObject
+from i2v.errors import DownloadFailed, ProviderRejected, RetryLater
+from i2v.observability import MetricsSink, MetricUnit, logger
+from i2v.providers.base import Provider, ProviderState
+from i2v.usecases.outcome import Endings
+from i2v.usecases.progress import FinalizeOrder
+
+
+class FinalizeOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    NOT_OURS = "not_ours"
+
+
+class StoredVideo(Protocol):
+    size: int
+    sha256: str
+    content_type: str
+
+
+# (video url, destination key, object metadata) -> what was stored
+FetchVideo = Callable[[str, str, dict[str, str]], StoredVideo]
+
+
+@dataclass(frozen=True)
+class FinalizeConfig:
+    bucket: str
+    incoming_prefix: str
+    videos_prefix: str
+    max_attempts: int
+
+
+def video_key(task: Task, config: FinalizeConfig) -> str:
+    """`videos/<the source's path under incoming/, without extension>/<task id>.mp4`:
+    grouped by source, and never overwriting another task's video."""
+    relative = task.source.key.removeprefix(config.incoming_prefix)
+    stem = posixpath.splitext(relative)[0] or "video"
+    return f"{config.videos_prefix}{stem}/{task.task_id}.mp4"
+
+
+@dataclass(frozen=True)
+class Finalizer:
+    config: FinalizeConfig
+    provider: Provider
+    fetch_video: FetchVideo
+    endings: Endings
+    metrics: MetricsSink
+
+    def __call__(self, order: FinalizeOrder, *, attempt: int) -> FinalizeOutcome:
+        """Finish `order`'s task; `attempt` counts this message's deliveries (1 = first)."""
+        task = order.task
+        logger.set_correlation_id(task.task_id)
+        outcome = task.outcome or TaskStatus.FAILED
+        if outcome is not TaskStatus.SUCCEEDED:
+            error = task.error or ErrorInfo(code="PROVIDER_FAILED", message="the provider failed the task")
+            return self._end(task, outcome, error=error)
+        try:
+            url = self._video_url(order, attempt)
+            stored = self.fetch_video(url, video_key(task, self.config), _metadata(task))
+        except (DownloadFailed, ProviderRejected, RetryLater) as exc:
+            permanent = isinstance(exc, ProviderRejected) or (
+                isinstance(exc, DownloadFailed) and exc.permanent
+            )
+            if permanent or attempt >= self.config.max_attempts:
+                logger.warning(
+                    "finalization failed for good", extra={"code": exc.code, "reason": exc.message}
+                )
+                return self._end(task, TaskStatus.FAILED, error=ErrorInfo(code=exc.code, message=exc.message))
+            logger.warning(
+                "finalization failed; it will be retried",
+                extra={"code": exc.code, "reason": exc.message, "attempt": attempt},
+            )
+            if isinstance(exc, RetryLater):
+                raise
+            raise RetryLater(exc.message, code=exc.code) from exc
+        video = VideoObject(
+            bucket=self.config.bucket,
+            key=video_key(task, self.config),
+            size=stored.size,
+            sha256=stored.sha256,
+            content_type=stored.content_type,
+        )
+        ended = self._end(task, TaskStatus.SUCCEEDED, video=video)
+        if ended is FinalizeOutcome.SUCCEEDED:
+            self.metrics.add_metric(name="BytesDownloaded", unit=MetricUnit.Bytes, value=stored.size)
+            if task.submitted_at is not None and task.completed_at is not None:
+                self.metrics.add_metric(
+                    name="GenerationSeconds",
+                    unit=MetricUnit.Seconds,
+                    value=task.completed_at - task.submitted_at,
+                )
+            logger.info("video stored", extra={"video_key": video.key, "size": stored.size})
+        return ended
+
+    def _video_url(self, order: FinalizeOrder, attempt: int) -> str:
+        """The webhook's URL on a first try; the provider's current answer after that (a
+        signed URL may have expired), or when the completion named no video."""
+        if order.video_url and attempt == 1:
+            return order.video_url
+        provider_task_id = order.task.provider.task_id
+        if provider_task_id is None:
+            raise RetryLater("the provider's task id is not known yet", code="VIDEO_URL_MISSING")
+        update = self.provider.status(provider_task_id)
+        if update.state is ProviderState.SUCCEEDED and update.video_url:
+            return update.video_url
+        if update.state is ProviderState.FAILED and update.error is not None:
+            raise DownloadFailed(update.error.message, permanent=True, code=update.error.code)
+        if order.video_url:
+            return order.video_url
+        raise RetryLater(
+            f"the provider reported completion without a video (status now {update.raw_status})",
+            code="VIDEO_URL_MISSING",
+        )
+
+    def _end(
+        self,
+        task: Task,
+        status: TaskStatus,
+        *,
+        error: ErrorInfo | None = None,
+        video: VideoObject | None = None,
+    ) -> FinalizeOutcome:
+        assert task.owner is not None, "a FINALIZING task always has its order as owner"
+        fields = {"video": video.model_dump(mode="json")} if video else None
+        ended = self.endings.end(task.task_id, status, owner=task.owner, error=error, set_=fields)
+        if ended is None:
+            return FinalizeOutcome.NOT_OURS
+        return FinalizeOutcome(status.value.lower())
+
+
+def _metadata(task: Task) -> dict[str, str]:
+    return {"task-id": task.task_id, "source-key": quote(task.source.key)}

@@ -118,6 +118,12 @@ class SqsDispatcher:
         self._poller: threading.Thread | None = None
         self._in_flight: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        self.max_in_flight = 0
+        """The most batches that were in flight at once, for benchmarks."""
+
+    @property
+    def queue_url(self) -> str:
+        return self._source.queue_url
 
     @property
     def busy(self) -> bool:
@@ -163,6 +169,7 @@ class SqsDispatcher:
             )
             with self._lock:
                 self._in_flight.add(worker)
+                self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
             worker.start()
 
     def _receive_batch(self) -> list[dict[str, Any]]:

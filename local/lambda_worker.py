@@ -109,10 +109,46 @@ def _log_error(exc: BaseException) -> None:
     traceback.print_exception(exc, file=sys.stderr)
 
 
+AWS_CALL_LOG = "LOCAL_AWS_CALL_LOG"
+
+
+def record_aws_calls(path: Path) -> None:
+    """Append one JSON line per AWS call this process makes to `path` (function,
+    service, operation, and the task id a DynamoDB call is about), through botocore's
+    event hooks on boto3's default session. Used by the local stack's call counting;
+    the functions' code is unchanged."""
+    import boto3
+
+    function = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
+
+    def recorded(model: Any, params: dict[str, Any], **_: Any) -> None:
+        task_id = None
+        if model.service_model.service_name == "dynamodb":  # a JSON body: {"Key": {"task_id": {"S": ...}}}
+            body = json.loads(params.get("body") or b"{}")
+            key = body.get("Key") or body.get("Item") or {}
+            task_id = (key.get("task_id") or {}).get("S")
+        line = {
+            "function": function,
+            "service": model.service_model.service_name,
+            "operation": model.name,
+            "task_id": task_id,
+            "at": time.time(),
+        }
+        with path.open("a", encoding="utf-8") as log:
+            log.write(json.dumps(line) + "\n")
+
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    # Once per API call sent (retries happen below it; presigning a URL sends nothing).
+    boto3.DEFAULT_SESSION.events.register("before-call", recorded)
+
+
 def main() -> int:
     # Keep the answers' channel to ourselves; the handler's prints and logs go to stderr.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    if os.environ.get(AWS_CALL_LOG):
+        record_aws_calls(Path(os.environ[AWS_CALL_LOG]))
     try:
         handler = load_handler(Path(os.environ["LAMBDA_TASK_ROOT"]), os.environ["_HANDLER"])
     except Exception as exc:

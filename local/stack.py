@@ -35,6 +35,7 @@ from botocore.config import Config
 from local.dispatcher import SqsDispatcher, SqsEventSource
 from local.gateway import INTEGRATION_TIMEOUT_SECONDS, HttpApiGateway
 from local.lambda_runtime import FunctionConfig, LocalFunction
+from local.lambda_worker import AWS_CALL_LOG
 from local.moto_server import MOTO_ACCOUNT_ID, MotoServer
 from local.resources import FunctionSpec, LocalResources
 from local.schedule import ScheduleTimer, rate_seconds
@@ -114,7 +115,9 @@ class LocalStack(BackgroundService):
     `parameters` override the template's parameter defaults; `environment` adds to (and
     wins over) every function's environment, after the local overrides; a
     `reconcile_interval_seconds` replaces the schedule's rate; `simulator_options` go to
-    MagnificSimulator; the functions' output goes to `function_log` (default: stderr).
+    MagnificSimulator; the functions' output goes to `function_log` (default: stderr);
+    with `aws_call_log`, every AWS call a function makes is appended there as a JSON line
+    (`aws_calls()` reads them back).
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class LocalStack(BackgroundService):
         reconcile_interval_seconds: float | None = None,
         simulator_options: Mapping[str, Any] | None = None,
         function_log: IO[bytes] | None = None,
+        aws_call_log: Path | None = None,
     ) -> None:
         self.template_path = Path(template_path)
         self.stack_name = stack_name
@@ -137,10 +141,12 @@ class LocalStack(BackgroundService):
         self._schedule_interval = reconcile_interval_seconds
         self._simulator_options = dict(simulator_options or {})
         self._function_log = function_log
+        self.aws_call_log = aws_call_log
         self._running = contextlib.ExitStack()
         self._notifications: list[Notification] = []
         self._tap_lock = threading.Lock()
         self.functions: dict[str, LocalFunction] = {}
+        self.specs: dict[str, FunctionSpec] = {}
         self.dispatchers: list[SqsDispatcher] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -177,6 +183,7 @@ class LocalStack(BackgroundService):
         )
         resources.create_all()
         specs = resources.function_specs()
+        self.specs = {spec.logical_id: spec for spec in specs}
         self._describe_resources(resources, specs)
 
         self.api_key, self.webhook_secret = self._store_provider_secrets(specs)
@@ -281,6 +288,7 @@ class LocalStack(BackgroundService):
             "VIDEO_ALLOWED_HOSTS": "127.0.0.1",
             # No X-Ray daemon here.
             "POWERTOOLS_TRACE_DISABLED": "true",
+            **({AWS_CALL_LOG: str(self.aws_call_log)} if self.aws_call_log else {}),
         }
 
     def _function_config(self, spec: FunctionSpec) -> FunctionConfig:
@@ -536,6 +544,15 @@ class LocalStack(BackgroundService):
             return (not any(dispatcher.busy for dispatcher in self.dispatchers)) or None
 
         _wait_until(idle, timeout, f"the queues were still busy after {timeout} s")
+
+    def aws_calls(self) -> list[dict[str, Any]]:
+        """The AWS calls the functions made so far (needs `aws_call_log`)."""
+        if self.aws_call_log is None:
+            raise LocalStackError("start the stack with aws_call_log to record the functions' AWS calls")
+        if not self.aws_call_log.exists():
+            return []
+        lines = self.aws_call_log.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
 
     def video_objects(self) -> Iterator[dict[str, Any]]:
         """Every stored version of every object under the videos prefix."""

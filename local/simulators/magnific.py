@@ -703,7 +703,9 @@ class MagnificSimulator(BackgroundService):
         Webhooks senders do (the provider's own behaviour is unknown).
         """
         for attempt in range(1, retries + 2):
+            started = time.monotonic()
             answer, retry_after = self._post_webhook(url, webhook_id, body)
+            elapsed_ms = (time.monotonic() - started) * 1000
             delivered = isinstance(answer, int) and 200 <= answer < 300
             with self._lock:
                 self._counters["webhooks_sent"] += 1
@@ -718,6 +720,8 @@ class MagnificSimulator(BackgroundService):
                         "response_status": answer if isinstance(answer, int) else None,
                         "error": None if isinstance(answer, int) else answer,
                         "sent_at": time.time(),
+                        # How long the receiver took to answer (or until the timeout).
+                        "elapsed_ms": round(elapsed_ms, 1),
                     }
                 )
             logger.info(

@@ -27,11 +27,19 @@ def function_log() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="package")
-def stack(function_log: Path) -> Iterator[LocalStack]:
+def aws_call_log() -> Iterator[Path]:
+    """Every AWS call the functions make, one JSON line each (local/lambda_worker.py)."""
+    with tempfile.TemporaryDirectory(prefix="i2v-calls-") as folder:
+        yield Path(folder) / "aws-calls.jsonl"
+
+
+@pytest.fixture(scope="package")
+def stack(function_log: Path, aws_call_log: Path) -> Iterator[LocalStack]:
     with (
         function_log.open("ab") as log_stream,
         LocalStack(
             function_log=log_stream,
+            aws_call_log=aws_call_log,
             environment={
                 "SUBMIT_BACKOFF_BASE_SECONDS": "1",
                 "RECONCILE_AFTER_SECONDS": str(RECONCILE_AFTER_SECONDS),

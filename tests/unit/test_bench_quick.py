@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-# The sections that exist so far; add burst and aws_calls as their modules land.
-SECTIONS = ("cold_start", "stream", "cost")
+SECTIONS = ("cold_start", "stream", "burst", "aws_calls", "cost")
 KEYS = {
     "cold_start": ["cold_start.max_ratio"],
     "stream": ["stream.max_peak_rss_mib", "stream.min_throughput_ratio"],
@@ -29,7 +28,12 @@ KEYS = {
     "aws_calls": ["aws_calls.dynamodb_reads", "aws_calls.dynamodb_writes"],
     "cost": ["cost.ratio"],
 }
-CHARTS = {"cold_start": "bench-cold-start.png", "stream": "bench-stream.png", "cost": "bench-cost.png"}
+CHARTS = {
+    "cold_start": "bench-cold-start.png",
+    "stream": "bench-stream.png",
+    "burst": "bench-webhook-ack.png",
+    "cost": "bench-cost.png",
+}
 
 
 def dotted(results: dict[str, Any], key: str) -> Any:
@@ -47,7 +51,7 @@ def test_quick_bench_writes_json_report_and_charts(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,
         check=False,
     )
 
@@ -63,6 +67,12 @@ def test_quick_bench_writes_json_report_and_charts(tmp_path: Path) -> None:
         for figure in ("handler_ms", "floor_ms", "ratio"):
             assert all(isinstance(figures[figure][k], float | int) for k in ("median", "min", "max")), name
         assert figures["top_imports"], name
+    # Counts are not timings: these hold on any machine
+    burst = results["burst"]
+    assert burst["finished"] == burst["uploads"] and burst["duplicates"] == 0, burst
+    assert burst["max_concurrent"] <= burst["limit"]
+    calls = results["aws_calls"]
+    assert calls["dynamodb_reads"] == 0 and calls["dynamodb_writes"] <= 4 + calls["intermediate_statuses"], calls
     assert (tmp_path / "bench.md").stat().st_size > 0
     for section, chart in CHARTS.items():
         if section in SECTIONS:

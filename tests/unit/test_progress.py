@@ -458,3 +458,18 @@ def test_a_provider_outage_while_polling_leaves_the_task_for_the_next_run(
     clock.advance(301)
     assert sweep() == {"errors": 1}
     assert store.get("t-1") == submitted
+
+
+def test_a_poll_that_brings_nothing_new_writes_nothing(
+    sweep: Any, submitted: Task, store: TaskStore, provider: FakeProvider, clock: Clock
+) -> None:
+    # Given a submitted task the provider reports running
+    provider.statuses["p-1"] = update(ProviderState.RUNNING)
+    clock.advance(301)
+    # When the reconciler polls it twice
+    assert sweep() == {"running": 1}
+    moved = store.get("t-1")
+    clock.advance(301)
+    # Then the second poll, which learns nothing, leaves the item as it was
+    assert sweep() == {"unchanged": 1}
+    assert store.get("t-1") == moved

@@ -281,3 +281,23 @@ def test_bad_settings_are_refused(s3: Any, part_size: int, max_in_flight: int) -
             part_size=part_size,
             max_in_flight=max_in_flight,
         )
+
+
+def test_a_failing_creation_fails_every_part_and_leaves_nothing(s3: Any) -> None:
+    # Given a store that cannot start a multipart upload
+    class FailingCreation(WatchedS3):
+        def create_multipart_upload(self, **kwargs: Any) -> Any:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "CreateMultipartUpload")
+
+    watched = FailingCreation(s3)
+    body = Body(30 * MiB)
+
+    # When a stream of several parts is stored
+    with pytest.raises(DownloadFailed) as excinfo:
+        store(body, watched)
+
+    # Then it is a store failure, no part was sent, reading stopped, and nothing is left
+    assert (excinfo.value.code, excinfo.value.permanent) == ("VIDEO_STORE_FAILED", False)
+    assert watched.started_parts == []
+    assert body.read < len(body.data)
+    assert_nothing_stored(s3)

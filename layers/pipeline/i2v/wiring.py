@@ -22,6 +22,7 @@ from i2v.tasks.store import TaskStore
 if TYPE_CHECKING:
     import httpx
 
+    from i2v.domain import Task
     from i2v.notify import SnsNotifier
     from i2v.providers.base import Provider
     from i2v.redelivery import Redelivery
@@ -93,11 +94,17 @@ def provider() -> Provider:
     return create_provider(config, http, SecretCredentials(config))
 
 
+def notify(task: Task) -> None:
+    """Publishes a task's outcome; the SNS client is made on the first notification, so a
+    path that ends no task never creates it."""
+    notifier().publish(task)
+
+
 def endings() -> Endings:
     from i2v.observability import metrics
     from i2v.usecases.outcome import Endings
 
-    return Endings(store=task_store(), notify=notifier().publish, metrics=metrics, clock=time.time)
+    return Endings(store=task_store(), notify=notify, metrics=metrics, clock=time.time)
 
 
 def enqueue_finalize(order: FinalizeOrder) -> None:

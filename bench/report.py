@@ -235,16 +235,38 @@ def _stream_md(stream: dict[str, Any], out: Path) -> list[str]:
 def _plain_table(section: dict[str, Any]) -> list[str]:
     rows = ["| figure | value |", "|---|---|"]
     for key, value in section.items():
+        if key == "method":
+            continue
         if isinstance(value, int | float | str | bool) or value is None:
             rows.append(f"| {key} | {value if not isinstance(value, float) else f'{value:.4g}'} |")
+        elif isinstance(value, dict) and all(isinstance(v, int | float | str) for v in value.values()):
+            rows.append(f"| {key} | {', '.join(f'{k} {v}' for k, v in value.items())} |")
     return rows
+
+
+def _section_md(title: str, section: dict[str, Any]) -> list[str]:
+    md = [f"## {title}", ""]
+    if isinstance(section.get("method"), str):
+        md += [f"**Method.** {section['method']}.", ""]
+    md += [*_plain_table(section), ""]
+    smaller = section.get("at_200")
+    if isinstance(smaller, dict):
+        md += [
+            f"The same, for a burst of {smaller.get('uploads', 200)} uploads:"
+            if "uploads" in smaller
+            else "The same, for the burst of 200 uploads:",
+            "",
+            *_plain_table(smaller),
+            "",
+        ]
+    return md
 
 
 def _burst_md(results: dict[str, Any], out: Path) -> list[str]:
     md: list[str] = []
-    for name in ("burst", "webhook"):
+    for name, title in (("burst", "Burst of uploads"), ("webhook", "Webhook acknowledgement")):
         if isinstance(results.get(name), dict):
-            md += [f"## {name.capitalize()}", "", *_plain_table(results[name]), ""]
+            md += _section_md(title, results[name])
     samples = _get(results, "webhook.ack_ms_samples")
     if isinstance(samples, list) and samples and all(isinstance(s, int | float) for s in samples):
         chart_histogram(samples, "Webhook ack latency", "ms", out / "bench-webhook-ack.png")
@@ -316,7 +338,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         md += _stream_md(results["stream"], out)
     md += _burst_md(results, out)
     if isinstance(results.get("aws_calls"), dict):
-        md += ["## AWS calls per task", "", *_plain_table(results["aws_calls"]), ""]
+        md += _section_md("DynamoDB calls per task", results["aws_calls"])
     if isinstance(results.get("cost"), dict):
         md += _cost_md(results["cost"], out)
     path = out / "bench.md"

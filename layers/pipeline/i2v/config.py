@@ -17,7 +17,7 @@ from i2v.domain import Options, Resolution
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
     table_name: str = Field(alias="TABLE_NAME")
     bucket_name: str = Field(alias="BUCKET_NAME")

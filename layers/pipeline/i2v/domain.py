@@ -44,8 +44,11 @@ def derive_task_id(bucket: str, key: str, version: str) -> str:
     return str(uuid.uuid5(_TASK_NAMESPACE, f"{bucket}\n{key}\n{version}"))
 
 
+# defer_build: a model's validator is built on its first use rather than at import, so a
+# cold start pays only for the models its path validates (pydantic 2.10+; behaviour is the
+# same either way).
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Options(Frozen):
@@ -89,12 +92,12 @@ class ProviderRef(Frozen):
 class Task(BaseModel):
     """One upload's journey, as stored in the task table."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     task_id: str
     status: TaskStatus
     source: SourceObject
-    options: Options = Options()
+    options: Options = Field(default_factory=Options)
     provider: ProviderRef
     token_hash: str | None = None
     owner: str | None = None

@@ -39,7 +39,7 @@ _TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 class MagnificTask(BaseModel):
     """The task object: the webhook body, and `data` in create and status responses."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     task_id: str
     status: str

@@ -62,10 +62,7 @@ def _visit(
 ) -> str:
     now = progress.clock()
     if task.status.is_terminal:
-        if not endings.announce(task):
-            return "notify_failed"
-        progress.store.mark_notified(task.task_id)
-        return "notified"
+        return _renotify(task, progress, endings)
     past_deadline = now - task.received_at > config.task_deadline_seconds
     if task.status is TaskStatus.FINALIZING:
         return _revive_finalization(task, config, progress, now=now, past_deadline=past_deadline)
@@ -83,6 +80,14 @@ def _visit(
     if update.state in _NOTHING_NEW[task.status]:
         return "unchanged"  # no write: the lifecycle would refuse it anyway
     return apply_update(task.task_id, update, progress, via="reconcile").value
+
+
+def _renotify(task: Task, progress: Progress, endings: Endings) -> str:
+    """A terminal task whose notification failed: publish it again."""
+    if not endings.announce(task):
+        return "notify_failed"
+    progress.store.mark_notified(task.task_id)
+    return "notified"
 
 
 def _revive_finalization(

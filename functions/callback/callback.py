@@ -1,28 +1,39 @@
 """CallbackFunction: provider webhooks on POST /callbacks/{task_id}, answered at once, and
-the finalize queue, whose orders download the videos and end the tasks."""
+the finalize queue, whose orders download the videos and end the tasks.
+
+The HTTP resolver loads on the first webhook (its package imports every Powertools
+resolver: AppSync, Bedrock, ...), so a finalize order never pays for it.
+"""
+
+from __future__ import annotations
 
 import base64
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.utilities.batch import BatchProcessor
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
+# Before anything imports pydantic: Powertools' batch module imports all of its parser's
+# pydantic models when it finds pydantic already loaded (~60-85 ms here); loaded first,
+# it costs a few ms. The webhook path loads most of what it needs anyway (asyncio, the
+# event data classes) with the HTTP resolver.
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
 from i2v import wiring
 from i2v.errors import BadCallback, RetryLater, Unauthorized
 from i2v.observability import logger, metrics, tracer
 
-app = APIGatewayHttpResolver()
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
-@app.post("/callbacks/<task_id>")
 @tracer.capture_method
 def callback(task_id: str) -> Response[Any]:
+    from aws_lambda_powertools.event_handler import Response, content_types
+
     from i2v.usecases.callback import CallbackRequest
 
-    event = app.current_event
+    event = webhooks().current_event
     raw = event.body or ""
     request = CallbackRequest(
         task_id=task_id,
@@ -34,16 +45,30 @@ def callback(task_id: str) -> Response[Any]:
     return Response(200, content_types.APPLICATION_JSON, {"outcome": outcome.value})
 
 
-@app.exception_handler(Unauthorized)  # type: ignore[untyped-decorator]
 def unauthorized(exc: Unauthorized) -> Response[Any]:
+    from aws_lambda_powertools.event_handler import Response, content_types
+
     logger.warning("callback refused", extra={"reason": exc.message})
     return Response(401, content_types.APPLICATION_JSON, {"message": "Unauthorized"})
 
 
-@app.exception_handler(BadCallback)  # type: ignore[untyped-decorator]
 def bad_callback(exc: BadCallback) -> Response[Any]:
+    from aws_lambda_powertools.event_handler import Response, content_types
+
     logger.warning("callback not understood", extra={"reason": exc.message})
     return Response(400, content_types.APPLICATION_JSON, {"message": exc.message})
+
+
+@cache
+def webhooks() -> APIGatewayHttpResolver:
+    """The HTTP API's resolver with its route and error answers, built on the first webhook."""
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+
+    app = APIGatewayHttpResolver()
+    app.post("/callbacks/<task_id>")(callback)
+    app.exception_handler(Unauthorized)(unauthorized)
+    app.exception_handler(BadCallback)(bad_callback)
+    return app
 
 
 def finalize_record(record: SQSRecord) -> None:
@@ -71,8 +96,6 @@ def finalize_record(record: SQSRecord) -> None:
 @cache
 def _finalize_batches() -> BatchProcessor:
     # Report every failed record, even when all failed: the response stays the same shape.
-    from aws_lambda_powertools.utilities.batch import EventType
-
     return BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
@@ -81,11 +104,9 @@ def _finalize_batches() -> BatchProcessor:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "Records" in event:
-        from aws_lambda_powertools.utilities.batch import process_partial_response
-
         return dict(
             process_partial_response(
                 event=event, record_handler=finalize_record, processor=_finalize_batches(), context=context
             )
         )
-    return app.resolve(event, context)
+    return webhooks().resolve(event, context)

@@ -74,18 +74,14 @@ def webhooks() -> APIGatewayHttpResolver:
 def finalize_record(record: SQSRecord) -> None:
     """One finalize order; raising marks it failed, a transient failure with its next
     delivery pushed out by the backoff."""
+    from i2v.redelivery import attempt_of
     from i2v.usecases.progress import FinalizeOrder
 
     order = FinalizeOrder.model_validate_json(record.body)
-    attempt = int(record.attributes.approximate_receive_count or 1)
     try:
-        outcome = wiring.finalizer()(order, attempt=attempt)
+        outcome = wiring.finalizer()(order, attempt=attempt_of(record))
     except RetryLater as exc:
-        delay = wiring.finalize_redelivery().later(record.receipt_handle, attempt, exc)
-        logger.warning(
-            "finalization retried later",
-            extra={"code": exc.code, "attempt": attempt, "delay_seconds": delay},
-        )
+        wiring.finalize_redelivery().later(record, exc)
         raise
     except Exception:
         logger.exception("record failed; it will be delivered again")

@@ -28,12 +28,7 @@ def submit_record(record: SQSRecord) -> None:
             outcome = submit(upload, record.message_id)
             logger.info("upload handled", extra={"outcome": outcome.value})
     except RetryLater as exc:
-        attempt = int(record.attributes.approximate_receive_count or 1)
-        delay = wiring.uploads_redelivery().later(record.receipt_handle, attempt, exc)
-        logger.warning(
-            "provider unavailable; retrying later",
-            extra={"reason": exc.message, "attempt": attempt, "delay_seconds": delay},
-        )
+        wiring.uploads_redelivery().later(record, exc)
         raise
     except Exception:
         logger.exception("record failed; it will be delivered again")

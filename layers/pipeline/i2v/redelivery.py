@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from i2v.errors import RetryLater
+from i2v.observability import logger
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float, retry_after: float | None) -> int:
@@ -29,11 +33,22 @@ class Redelivery:
     base_seconds: float
     max_seconds: float
 
-    def later(self, receipt_handle: str, attempt: int, error: RetryLater) -> int:
+    def later(self, record: SQSRecord, error: RetryLater) -> int:
+        """Push the record's next delivery out by its backoff; the seconds it will wait."""
+        attempt = attempt_of(record)
         delay = backoff_seconds(
             attempt, base=self.base_seconds, cap=self.max_seconds, retry_after=error.retry_after
         )
         self.sqs.change_message_visibility(
-            QueueUrl=self.queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=delay
+            QueueUrl=self.queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=delay
+        )
+        logger.warning(
+            "retrying later",
+            extra={"code": error.code, "reason": error.message, "attempt": attempt, "delay_seconds": delay},
         )
         return delay
+
+
+def attempt_of(record: SQSRecord) -> int:
+    """Which delivery of its message the record is (1 = the first)."""
+    return int(record.attributes.approximate_receive_count or 1)

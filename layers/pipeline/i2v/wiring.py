@@ -139,27 +139,23 @@ def video_fetcher() -> FetchVideo:
 
 
 def uploads_redelivery() -> Redelivery:
-    from i2v.redelivery import Redelivery
-
     config = settings()
-    return Redelivery(
-        client("sqs"),
-        config.uploads_queue_url,
-        base_seconds=config.submit_backoff_base_seconds,
-        max_seconds=config.submit_backoff_max_seconds,
+    return _redelivery(
+        config.uploads_queue_url, config.submit_backoff_base_seconds, config.submit_backoff_max_seconds
     )
 
 
 def finalize_redelivery() -> Redelivery:
+    config = settings()
+    return _redelivery(
+        config.finalize_queue_url, config.finalize_backoff_base_seconds, config.finalize_backoff_max_seconds
+    )
+
+
+def _redelivery(queue_url: str, base_seconds: float, max_seconds: float) -> Redelivery:
     from i2v.redelivery import Redelivery
 
-    config = settings()
-    return Redelivery(
-        client("sqs"),
-        config.finalize_queue_url,
-        base_seconds=config.finalize_backoff_base_seconds,
-        max_seconds=config.finalize_backoff_max_seconds,
-    )
+    return Redelivery(client("sqs"), queue_url, base_seconds=base_seconds, max_seconds=max_seconds)
 
 
 # -- use cases, collaborators bound ----------------------------------------------------------

@@ -172,6 +172,23 @@ def test_a_stream_shorter_than_a_part_is_one_put(s3: Any) -> None:
     assert stored["ContentType"] == "video/mp4"
 
 
+def test_a_stream_shorter_than_two_parts_is_one_put(s3: Any) -> None:
+    # Given one part and a half
+    body = Body(PART_SIZE + PART_SIZE // 2, chunk_size=MiB)
+    watched = WatchedS3(s3)
+
+    # When it is stored
+    size = store(body, watched)
+
+    # Then it went up whole, in one request, without a multipart upload
+    assert size == len(body.data)
+    assert watched.started_parts == []
+    stored = s3.get_object(Bucket=BUCKET, Key=KEY)
+    assert stored["Body"].read() == body.data
+    assert "-" not in stored["ETag"]
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
 def test_an_exact_multiple_of_the_part_size_has_no_empty_last_part(s3: Any) -> None:
     # Given exactly two parts
     body = Body(2 * PART_SIZE, chunk_size=MiB)

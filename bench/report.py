@@ -267,7 +267,7 @@ def _stream_span(figure: dict[str, Any], fmt: str = ".1f") -> str:
 def _plain_table(section: dict[str, Any]) -> list[str]:
     rows = ["| figure | value |", "|---|---|"]
     for key, value in section.items():
-        if key == "method":
+        if key in ("method", "at_200"):
             continue
         if isinstance(value, int | float | str | bool) or value is None:
             rows.append(f"| {key} | {value if not isinstance(value, float) else f'{value:.4g}'} |")

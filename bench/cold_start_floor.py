@@ -348,26 +348,11 @@ def bench_stack(recorder: WebhookRecorder) -> Any:
 
 def function_environment(stack: Any, logical_id: str) -> tuple[dict[str, str], Path, int, str]:
     """The environment a Lambda execution environment of this function sees (local/lambda_runtime.py)."""
+    from local.lambda_runtime import lambda_environment
+
     config = stack.functions[logical_id].config
-    inherited = {name: os.environ[name] for name in ("PATH", "SYSTEMROOT", "TMPDIR") if name in os.environ}
     stream = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}"
-    env = {
-        **inherited,
-        **config.environment,
-        "PYTHONPATH": os.pathsep.join([str(config.code_dir), *map(str, config.layer_dirs)]),
-        "PYTHONUNBUFFERED": "1",
-        "LANG": "C.UTF-8",
-        "TZ": "UTC",
-        "_HANDLER": config.handler,
-        "LAMBDA_TASK_ROOT": str(config.code_dir),
-        "AWS_REGION": config.region,
-        "AWS_DEFAULT_REGION": config.region,
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
-        "AWS_LAMBDA_FUNCTION_NAME": config.function_name,
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.function_name}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+    env = lambda_environment(config, stream) | {
         "_X_AMZN_TRACE_ID": f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0",
         "BENCH_FUNCTION_ARN": config.function_arn,
     }

@@ -60,6 +60,34 @@ class FunctionConfig:
     region: str
 
 
+def lambda_environment(
+    config: FunctionConfig, log_stream_name: str, *, extra_path: tuple[Path, ...] = ()
+) -> dict[str, str]:
+    """What a Lambda Python runtime's process of this function sees: the function's own
+    variables and what the runtime sets, with the task root and the layers first on the
+    path, as /var/task and /opt/python are on Lambda."""
+    python_path = [str(config.code_dir), *map(str, config.layer_dirs), *map(str, extra_path)]
+    inherited = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+    return {
+        **inherited,
+        **config.environment,
+        "PYTHONPATH": os.pathsep.join(python_path),
+        "PYTHONUNBUFFERED": "1",
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+        "_HANDLER": config.handler,
+        "LAMBDA_TASK_ROOT": str(config.code_dir),
+        "AWS_REGION": config.region,
+        "AWS_DEFAULT_REGION": config.region,
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
+        "AWS_LAMBDA_FUNCTION_NAME": config.function_name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.function_name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": log_stream_name,
+    }
+
+
 class ExecutionEnvironment:
     """One worker process (local/lambda_worker.py) with the function loaded."""
 
@@ -81,30 +109,9 @@ class ExecutionEnvironment:
         self._reader.start()
 
     def _environ(self) -> dict[str, str]:
-        config = self._config
-        # The task root and the layers first, as /var/task and /opt/python are on Lambda;
-        # the repository root last, for `local.lambda_worker` itself.
+        # The repository root last on the path, for `local.lambda_worker` itself.
         repository_root = Path(__file__).resolve().parent.parent
-        python_path = [str(config.code_dir), *map(str, config.layer_dirs), str(repository_root)]
-        inherited = {name: os.environ[name] for name in _INHERITED if name in os.environ}
-        return {
-            **inherited,
-            **config.environment,
-            "PYTHONPATH": os.pathsep.join(python_path),
-            "PYTHONUNBUFFERED": "1",
-            "LANG": "C.UTF-8",
-            "TZ": "UTC",
-            "_HANDLER": config.handler,
-            "LAMBDA_TASK_ROOT": str(config.code_dir),
-            "AWS_REGION": config.region,
-            "AWS_DEFAULT_REGION": config.region,
-            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
-            "AWS_LAMBDA_FUNCTION_NAME": config.function_name,
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.function_name}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream_name,
-        }
+        return lambda_environment(self._config, self.log_stream_name, extra_path=(repository_root,))
 
     def _read_answers(self) -> None:
         stdout = self._process.stdout

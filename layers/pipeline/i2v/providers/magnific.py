@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from i2v.domain import ErrorInfo, Options
-from i2v.errors import BadCallback, ProviderRejected, ProviderUnavailable, Unauthorized
+from i2v.errors import BadCallback, ProviderUnavailable, Unauthorized
 from i2v.providers.base import Credentials, ProviderState, ProviderUpdate, SubmitRequest
+from i2v.providers.http import call_json
 
 if TYPE_CHECKING:
     import httpx
@@ -32,8 +33,6 @@ STATUS_MAP = {
 
 # Reseller prices per generated second (PROVIDERS.md); an estimate, not a bill.
 PRICE_PER_SECOND_USD = {"720P": 0.182, "1080P": 0.312}
-
-_TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 
 
 class MagnificTask(BaseModel):
@@ -65,40 +64,6 @@ def webhook_key(secret: str) -> str | bytes:
     return secret if secret.startswith("whsec_") else secret.encode("utf-8")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - _now())
-        except (TypeError, ValueError):
-            return None
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
-    if not isinstance(body, dict):
-        return str(body)[:500]
-    message = str(body.get("message") or body.get("detail") or body.get("title") or "")
-    problems = body.get("invalid_params") or []
-    details = [f"{p.get('name')}: {p.get('reason')}" for p in problems if isinstance(p, dict)]
-    return "; ".join(filter(None, [message, *details]))[:1000] or response.reason_phrase
-
-
 class MagnificProvider:
     name = NAME
     supports_webhooks = True
@@ -118,29 +83,8 @@ class MagnificProvider:
         self._api_key_header = api_key_header
 
     def _request(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
-        import httpx
-
         headers = {self._api_key_header: self._credentials.api_key(), "accept": "application/json"}
-        try:
-            response = self._http().request(method, url, json=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise ProviderUnavailable(f"Magnific timed out: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"Magnific unreachable: {type(exc).__name__}") from exc
-        if response.status_code in _TRANSIENT_STATUSES:
-            raise ProviderUnavailable(
-                f"Magnific answered {response.status_code}: {_error_message(response)}",
-                retry_after=_retry_after(response),
-            )
-        if response.is_error:
-            raise ProviderRejected(
-                f"Magnific answered {response.status_code}: {_error_message(response)}",
-                code=f"PROVIDER_HTTP_{response.status_code}",
-            )
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ProviderUnavailable(f"Magnific sent a non-JSON {response.status_code}") from exc
+        return call_json(self._http, method, url, route="Magnific", headers=headers, body=body)
 
     def _task(self, payload: Any) -> MagnificTask:
         data = payload.get("data") if isinstance(payload, dict) else None

@@ -11,6 +11,7 @@ import pytest
 
 from i2v.domain import ProviderRef, SourceObject, Task, TaskStatus
 from i2v.errors import BadCallback, DownloadFailed, ProviderUnavailable, RetryLater, Unauthorized
+from i2v.providers import UnknownRoute
 from i2v.providers.base import ProviderState, ProviderUpdate
 from i2v.tasks.store import TaskStore
 from i2v.tokens import hash_token
@@ -78,7 +79,11 @@ def finalizer(
     provider: FakeProvider, fetcher: FakeVideoFetcher, endings: Endings, metrics: RecordingMetrics
 ) -> Finalizer:
     return Finalizer(
-        config=FINALIZE, provider=provider, fetch_video=fetcher, endings=endings, metrics=metrics
+        config=FINALIZE,
+        providers={provider.name: provider}.__getitem__,
+        fetch_video=fetcher,
+        endings=endings,
+        metrics=metrics,
     )
 
 
@@ -380,7 +385,14 @@ def test_video_key_keeps_the_source_path_and_the_task_id(submitted: Task) -> Non
 @pytest.fixture
 def sweep(provider: FakeProvider, progress: Progress, endings: Endings) -> Any:
     def run() -> dict[str, int]:
-        return dict(reconcile(config=RECONCILE, provider=provider, progress=progress, endings=endings))
+        routes = {provider.name: provider, "other-route": FakeProvider(name="other-route")}
+
+        def route(name: str) -> FakeProvider:
+            if name not in routes:
+                raise UnknownRoute(f"unknown provider route {name!r}")
+            return routes[name]
+
+        return dict(reconcile(config=RECONCILE, providers=route, progress=progress, endings=endings))
 
     return run
 
@@ -473,3 +485,34 @@ def test_a_poll_that_brings_nothing_new_writes_nothing(
     # Then the second poll, which learns nothing, leaves the item as it was
     assert sweep() == {"unchanged": 1}
     assert store.get("t-1") == moved
+
+
+def test_each_task_is_polled_through_the_route_recorded_on_it(
+    sweep: Any, submitted: Task, store: TaskStore, provider: FakeProvider, clock: Clock
+) -> None:
+    # Given a task accepted by another route than the fake's (the primary changed since)
+    other = submitted.model_copy(
+        update={"task_id": "t-2", "provider": ProviderRef(name="other-route", task_id="o-1")}
+    )
+    assert store.create(other, lease_until=clock() + 60).applied
+    provider.statuses["p-1"] = update(ProviderState.SUCCEEDED)
+    clock.advance(301)
+    # When the reconciler polls: each task is asked of its own route
+    report = sweep()
+    # Then t-1's route found it finished, and the other route was asked about o-1 (running)
+    assert report == {"finalizing": 1, "running": 1}
+    moved = store.get("t-2")
+    assert moved is not None and moved.status is TaskStatus.RUNNING
+
+
+def test_a_task_of_an_unknown_route_is_reported_and_the_others_go_on(
+    sweep: Any, submitted: Task, store: TaskStore, clock: Clock
+) -> None:
+    # Given a task of a route this deployment no longer has, beside an ordinary one
+    stray = submitted.model_copy(
+        update={"task_id": "t-3", "provider": ProviderRef(name="gone", task_id="g-1")}
+    )
+    assert store.create(stray, lease_until=clock() + 60).applied
+    clock.advance(301)
+    # When the reconciler runs, the stray task is an error of this run and the other is polled
+    assert sweep() == {"errors": 1, "running": 1}

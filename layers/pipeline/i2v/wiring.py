@@ -80,7 +80,8 @@ def notifier() -> SnsNotifier:
 
 
 @cache
-def provider() -> Provider:
+def provider(name: str) -> Provider:
+    """Route `name`'s adapter, made once per process."""
     from i2v.providers import create_provider
 
     config = settings()
@@ -91,7 +92,12 @@ def provider() -> Provider:
 
         return httpx.Client(timeout=config.provider_timeout_seconds, follow_redirects=False)
 
-    return create_provider(config, http, SecretCredentials(config))
+    return create_provider(name, config, http, SecretCredentials(config))
+
+
+def stack_provider() -> Provider:
+    """The route new uploads go to (the stack's ProviderName)."""
+    return provider(settings().provider)
 
 
 def notify(task: Task) -> None:
@@ -180,7 +186,7 @@ def submit() -> Callable[[Upload, str], SubmitOutcome]:
             ),
             store=task_store(),
             sources=source_store(),
-            provider=provider(),
+            provider=stack_provider(),
             endings=endings(),
             metrics=metrics,
             clock=time.time,
@@ -192,7 +198,8 @@ def submit() -> Callable[[Upload, str], SubmitOutcome]:
 def callback() -> Callable[[CallbackRequest], UpdateOutcome]:
     from i2v.usecases.callback import receive_callback
 
-    return partial(receive_callback, provider=provider(), progress=progress())
+    # A webhook does not name its route yet: the stack's route verifies it (issue 7).
+    return partial(receive_callback, provider=stack_provider(), progress=progress())
 
 
 def finalizer() -> Finalizer:
@@ -207,7 +214,7 @@ def finalizer() -> Finalizer:
             videos_prefix=config.videos_prefix,
             max_attempts=config.max_finalize_attempts,
         ),
-        provider=provider(),
+        providers=provider,
         fetch_video=video_fetcher(),
         endings=endings(),
         metrics=metrics,
@@ -227,7 +234,7 @@ def reconciler() -> Callable[[Callable[[], float]], Counter[str]]:
                 task_deadline_seconds=config.task_deadline_seconds,
                 finalize_stale_seconds=config.finalize_stale_seconds,
             ),
-            provider=provider(),
+            providers=provider,
             progress=progress(),
             endings=endings(),
             time_left=time_left,

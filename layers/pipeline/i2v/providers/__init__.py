@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from i2v.errors import PipelineError
 from i2v.providers.base import Credentials, Provider
 
 if TYPE_CHECKING:
@@ -34,9 +35,16 @@ REGISTRY: dict[str, Callable[[Settings, HttpClient, Credentials], Provider]] = {
 }
 
 
-def create_provider(settings: Settings, http: HttpClient, credentials: Credentials) -> Provider:
+class UnknownRoute(PipelineError):
+    """A task or a setting names a route this deployment does not have."""
+
+    code = "UNKNOWN_ROUTE"
+
+
+def create_provider(name: str, settings: Settings, http: HttpClient, credentials: Credentials) -> Provider:
+    """The adapter of route `name`: the stack's route for new tasks, a task's own for the rest."""
     try:
-        factory = REGISTRY[settings.provider]
+        factory = REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown provider {settings.provider!r}; known: {sorted(REGISTRY)}") from None
+        raise UnknownRoute(f"unknown provider route {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
     return factory(settings, http, credentials)

@@ -59,7 +59,8 @@ def video_key(task: Task, config: FinalizeConfig) -> str:
 @dataclass(frozen=True)
 class Finalizer:
     config: FinalizeConfig
-    provider: Provider
+    providers: Callable[[str], Provider]
+    """Each route's adapter by name: a task is finished by the route that took it."""
     fetch_video: FetchVideo
     endings: Endings
     metrics: MetricsSink
@@ -118,7 +119,7 @@ class Finalizer:
         provider_task_id = order.task.provider.task_id
         if provider_task_id is None:
             raise RetryLater("the provider's task id is not known yet", code="VIDEO_URL_MISSING")
-        update = self.provider.status(provider_task_id)
+        update = self.providers(order.task.provider.name).status(provider_task_id)
         if update.state is ProviderState.SUCCEEDED and update.video_url:
             return update.video_url
         if update.state is ProviderState.FAILED and update.error is not None:

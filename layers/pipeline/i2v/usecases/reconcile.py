@@ -35,12 +35,16 @@ class ReconcileConfig:
 def reconcile(
     *,
     config: ReconcileConfig,
-    provider: Provider,
+    providers: Callable[[str], Provider],
     progress: Progress,
     endings: Endings,
     time_left: Callable[[], float] = lambda: float("inf"),
 ) -> Counter[str]:
-    """Visit open tasks unchanged for `reconcile_after_seconds`; returns what was done."""
+    """Visit open tasks unchanged for `reconcile_after_seconds`; returns what was done.
+
+    Each task is polled through the route recorded on it (`providers(name)`), never the
+    stack's current one: changing the primary route leaves tasks in flight where they are.
+    """
     report: Counter[str] = Counter()
     older_than = progress.clock() - config.reconcile_after_seconds
     for task in progress.store.list_open(older_than=older_than, limit=config.max_tasks):
@@ -49,7 +53,7 @@ def reconcile(
             break
         logger.set_correlation_id(task.task_id)
         try:
-            report[_visit(task, config, provider, progress, endings)] += 1
+            report[_visit(task, config, providers, progress, endings)] += 1
         except PipelineError as exc:
             logger.warning("task not reconciled this time", extra={"code": exc.code, "reason": exc.message})
             report["errors"] += 1
@@ -58,7 +62,11 @@ def reconcile(
 
 
 def _visit(
-    task: Task, config: ReconcileConfig, provider: Provider, progress: Progress, endings: Endings
+    task: Task,
+    config: ReconcileConfig,
+    providers: Callable[[str], Provider],
+    progress: Progress,
+    endings: Endings,
 ) -> str:
     now = progress.clock()
     if task.status.is_terminal:
@@ -75,7 +83,7 @@ def _visit(
         return "timed_out" if queued else "unchanged"
     if task.status is TaskStatus.RECEIVED or task.provider.task_id is None:
         return "awaiting_submission"  # the uploads queue retries it with backoff
-    update = provider.status(task.provider.task_id)
+    update = providers(task.provider.name).status(task.provider.task_id)
     logger.info("provider status polled", extra={"provider_status": update.raw_status})
     if update.state in _NOTHING_NEW[task.status]:
         return "unchanged"  # no write: the lifecycle would refuse it anyway

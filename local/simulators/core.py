@@ -252,6 +252,13 @@ class Simulator(BackgroundService, Generic[R]):
         """Headers of one delivery attempt (signed afresh for each attempt)."""
         return {"content-type": "application/json"}
 
+    def fetch_image(self, url: str) -> bytes:
+        """The task's image; a route that takes other URLs (e.g. `data:`) reads those itself."""
+        return self._fetch_image(url)
+
+    def state_changed(self, task: SimTask[R]) -> None:
+        """Called under the lock after each state change (e.g. to stamp times); no-op by default."""
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Self:
@@ -514,7 +521,7 @@ class Simulator(BackgroundService, Generic[R]):
 
     def _work_on(self, task: SimTask[R]) -> None:
         self._pause(self._progress_delay)
-        image = self._fetch_image(task.request.image_url)
+        image = self.fetch_image(task.request.image_url)
         self.check_image(image)
         self._advance(task, State.IN_PROGRESS)
         self._pause(self._progress_delay)
@@ -572,6 +579,7 @@ class Simulator(BackgroundService, Generic[R]):
             task.state = state
             task.video_url = video_url
             task.failure_reason = failure_reason
+            self.state_changed(task)
             status = self.status_name(task)
             payload = self.webhook_body(task)
             faults = replace(self._faults)

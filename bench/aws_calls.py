@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline_runs import local_stack, sample_png, upload_all, wait_until_ended
+from pipeline_runs import local_stack, sample_png, settle, upload_all, wait_until_ended
 
 READS = {"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"}
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
@@ -33,7 +33,7 @@ def run(quick: bool) -> dict[str, Any]:
             keys = [f"incoming/bench-calls-{run_id}/{i:04d}.png" for i in range(uploads)]
             upload_all(stack, keys, sample_png())
             tasks, _ = wait_until_ended(stack, uploads, timeout=120)
-            stack.wait_until_idle(timeout=60)
+            settled = settle(stack)
             calls = stack.aws_calls()
     per_task: dict[str, Counter[str]] = {str(task["task_id"]): Counter() for task in tasks}
     on_path = ("SubmitFunction", "CallbackFunction")
@@ -54,6 +54,7 @@ def run(quick: bool) -> dict[str, Any]:
     return {
         "uploads": uploads,
         "succeeded": len(succeeded),
+        "queues_settled": settled,
         "dynamodb_reads": max(reads, default=-1),
         "dynamodb_writes": max(writes, default=-1),
         "dynamodb_writes_median": statistics.median(writes) if writes else -1,

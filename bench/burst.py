@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline_runs import TERMINAL, local_stack, sample_png, statuses, upload_all, wait_until_ended
+from pipeline_runs import TERMINAL, local_stack, sample_png, settle, statuses, upload_all, wait_until_ended
 
 SENDER_TIMEOUT_MS = 10_000
 BASELINE = {
@@ -59,7 +59,7 @@ def measure(uploads: int, *, timeout: float) -> dict[str, Any]:
         upload_seconds = upload_all(stack, keys, sample_png())
         tasks, _ = wait_until_ended(stack, uploads, timeout)
         elapsed = time.monotonic() - started
-        stack.wait_until_idle(timeout=60)
+        settled = settle(stack)
         notifications = stack.notifications()
         state = stack.simulator.state()
         videos = list(stack.video_objects())
@@ -90,6 +90,7 @@ def measure(uploads: int, *, timeout: float) -> dict[str, Any]:
             ),
             "uploads": uploads,
             "finished": len(ended),
+            "queues_settled": settled,
             "statuses": statuses(tasks),
             "duplicates": sum(duplicates.values()),
             "duplicates_by_kind": duplicates,

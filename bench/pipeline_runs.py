@@ -14,7 +14,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from local.stack import LocalStack
+from local.stack import LocalStack, LocalStackError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT")
 UPLOAD_THREADS = 8
@@ -76,3 +76,13 @@ def wait_until_ended(stack: LocalStack, count: int, timeout: float) -> tuple[lis
 
 def statuses(tasks: list[dict[str, Any]]) -> dict[str, int]:
     return dict(Counter(str(task["status"]) for task in tasks))
+
+
+def settle(stack: LocalStack, timeout: float = 60.0) -> bool:
+    """Wait for the queues to empty, so late duplicates would have arrived; False if they
+    did not in `timeout` (a message pushed out by a retry's backoff, on a busy machine)."""
+    try:
+        stack.wait_until_idle(timeout=timeout)
+    except LocalStackError:
+        return False
+    return True

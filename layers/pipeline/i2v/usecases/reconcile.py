@@ -12,16 +12,12 @@ from i2v.domain import ErrorInfo, Task, TaskStatus
 from i2v.errors import PipelineError
 from i2v.observability import logger
 from i2v.providers.base import Provider, ProviderState
+from i2v.tasks.lifecycle import may_move
 from i2v.usecases.outcome import Endings
 from i2v.usecases.progress import FinalizeOrder, Progress, apply_update, begin_finalization, new_finalize_id
 
 # A run stops starting work this close to its Lambda timeout; the next run carries on.
 _RESERVE_SECONDS = 60
-# Provider states that tell a polled task nothing it does not already know.
-_NOTHING_NEW = {
-    TaskStatus.SUBMITTED: frozenset({ProviderState.PENDING}),
-    TaskStatus.RUNNING: frozenset({ProviderState.PENDING, ProviderState.RUNNING}),
-}
 
 
 @dataclass(frozen=True)
@@ -85,7 +81,7 @@ def _visit(
         return "awaiting_submission"  # the uploads queue retries it with backoff
     update = providers(task.provider.name).status(task.provider.task_id)
     logger.info("provider status polled", extra={"provider_status": update.raw_status})
-    if update.state in _NOTHING_NEW[task.status]:
+    if update.state is ProviderState.RUNNING and not may_move(task.status, TaskStatus.RUNNING):
         return "unchanged"  # no write: the lifecycle would refuse it anyway
     return apply_update(task.task_id, update, progress, via="reconcile").value
 

@@ -7,6 +7,7 @@ and apiyi.py), with an image server for the presigned URL. What the simulators c
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 import uuid
@@ -18,7 +19,7 @@ import pytest
 
 from i2v.domain import Options
 from i2v.errors import ProviderRejected, ProviderUnavailable, Unauthorized
-from i2v.providers import route as registry_route
+from i2v.providers import ROUTES
 from i2v.providers.apiyi import ROUTE as APIYI_ROUTE
 from i2v.providers.apiyi import ApiyiSettings
 from i2v.providers.base import ProviderState, ProviderUpdate, SubmitRequest
@@ -536,8 +537,8 @@ def test_restated_defaults_keep_the_bases_bounds(field: str) -> None:
 
 
 def test_the_registry_serves_both_routes_as_polling_routes() -> None:
-    assert registry_route("dashscope") is DASHSCOPE_ROUTE
-    assert registry_route("apiyi") is APIYI_ROUTE
+    assert importlib.import_module(ROUTES["dashscope"]).ROUTE is DASHSCOPE_ROUTE
+    assert importlib.import_module(ROUTES["apiyi"]).ROUTE is APIYI_ROUTE
     assert (DASHSCOPE_ROUTE.webhooks, DASHSCOPE_ROUTE.can_cancel) == (False, True)
     assert (APIYI_ROUTE.webhooks, APIYI_ROUTE.can_cancel) == (False, False)
     assert DASHSCOPE_ROUTE.factory is APIYI_ROUTE.factory is DashScopeProvider

@@ -1,0 +1,401 @@
+"""An AI/ML API compatible HappyHorse image-to-video simulator on loopback.
+
+It speaks the wire format of AI/ML API's docs (../shared/PROVIDERS.md section 3, and
+i2v/providers/aimlapi.py, which cites the pages): one path, `/v2/video/generations`, with
+POST to create a generation (Bearer key, the JSON body of the model's OpenAPI schema,
+answering `{"id", "status"}`) and GET `?generation_id=<id>` to read it (`queued`,
+`generating`, `completed` with `video.url`, `error` with `error.name` and `error.message`).
+Error answers have the documented body `{message, path, requestId, statusCode, timestamp}`
+and the documented messages where the docs give one. A polling route: no webhooks.
+Everything else (tasks, faults, workers, rendering, video serving, the control API and the
+command line) is the core, local/simulators/core.py.
+
+What the docs leave open is a constructor option, said so where it is used: the image rules
+(the product's own, from `AimlapiSettings`), the answer for an unknown or expired id (404
+here), the poll rate limit (off unless set) and how long a generation is kept.
+
+Run it on its own: `python -m local.simulators.aimlapi --help` (see docs/simulator.md).
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, Self
+from urllib.parse import parse_qs, urlsplit
+
+from PIL import Image
+
+from i2v.errors import InvalidImage
+from i2v.media.image import inspect_image
+from i2v.providers.aimlapi import GENERATIONS_PATH, AimlapiSettings
+from local.simulators import core
+from local.simulators.core import Reply, SimTask, State, TaskFailed, is_int, json_reply
+
+_DEFAULTS = AimlapiSettings()
+MODELS = (_DEFAULTS.model_1_0, _DEFAULTS.model_1_1)
+STATUS_NAMES: Mapping[State, str] = {
+    State.CREATED: "queued",
+    State.IN_PROGRESS: "generating",
+    State.COMPLETED: "completed",
+    State.FAILED: "error",
+}
+# The documented request rules (the model's OpenAPI schema).
+RESOLUTIONS = ("720p", "1080p")
+DURATIONS = range(3, 16)
+ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4")
+AUDIO_SETTINGS = ("auto", "origin")
+SEED_MAX = 2_147_483_647  # unpublished here; the upstream (Alibaba) range
+# Unpublished: how long a generation can be read. After it, the id answers like an unknown one.
+GENERATION_TTL_SECONDS = 24 * 3600
+# The fetch stops reading past the largest limit quoted for HappyHorse images (20 MB).
+FETCH_MAX_BYTES = 20 * 1024 * 1024
+
+# Messages the docs give ("Errors and messages"); the others are the simulator's wording.
+ERROR_MESSAGES: dict[int, str] = {
+    400: "Body validation error!",
+    401: (
+        "This request requires a valid API key. You can create a new API key on the "
+        "Billing page: https://aimlapi.com/app/keys"
+    ),
+    403: (
+        "You've run out of credits. Please top up your balance or update your payment "
+        "method to continue: https://aimlapi.com/app/billing/"
+    ),
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Request body too large",
+    429: "Too Many Requests",
+    500: "Internal server error",
+    502: "Bad Gateway",
+    503: "Service unavailable",
+    504: "Generation timeout",
+}
+SUBMIT_ERROR_STATUSES = frozenset({400, 401, 403, 429, 500, 502, 503, 504})
+UNKNOWN_GENERATION = "Generation not found"  # unpublished: the answer is assumed to be a 404
+
+__all__ = [
+    "MODELS",
+    "STATUS_NAMES",
+    "AimlapiSimulator",
+    "CreateRequest",
+    "Faults",
+    "main",
+    "validate_create_body",
+]
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A create call once it passed validation, with the documented defaults applied."""
+
+    image_url: str
+    prompt: str
+    resolution: Literal["720P", "1080P"] = "1080P"
+    duration: int = 10
+    seed: int | None = None
+    watermark: bool = False
+    aspect_ratio: str = "16:9"
+    webhook_url: str | None = None  # a polling route: always None
+
+
+@dataclass
+class Faults(core.Faults):
+    """Faults to inject; counts apply to the next N create calls or tasks."""
+
+    SUBMIT_ERROR_STATUSES: ClassVar[frozenset[int]] = SUBMIT_ERROR_STATUSES
+
+
+def validate_create_body(body: object, *, models: Sequence[str] = MODELS) -> tuple[str, CreateRequest] | str:
+    """The model and request of a create body, or what is wrong with it (for a 400)."""
+    if not isinstance(body, dict):
+        return "Expected object, received " + type(body).__name__
+    model = body.get("model")
+    if not isinstance(model, str) or model not in models:
+        expected = " | ".join(f"'{m}'" for m in models)
+        return f"model: Invalid enum value. Expected {expected}, received {model!r}"
+    if not isinstance(body.get("prompt"), str):
+        return "prompt: Required" if "prompt" not in body else "prompt: Expected string"
+    problem = _image_problem(body) or _options_problem(body)
+    if problem:
+        return problem
+    return model, CreateRequest(
+        image_url=body["image_url"],
+        prompt=body["prompt"],
+        resolution="720P" if body.get("resolution") == "720p" else "1080P",
+        duration=int(body.get("duration", 10)),
+        seed=body.get("seed"),
+        watermark=body.get("watermark", False),
+        aspect_ratio=body.get("aspect_ratio", "16:9"),
+    )
+
+
+def _image_problem(body: dict[str, Any]) -> str | None:
+    # The schema makes `image_url` optional (text-to-video); this simulator renders from an
+    # image only, and fetches http(s) URLs only (the docs also take a Base64 data: URL).
+    url = body.get("image_url")
+    if url is None:
+        return "image_url: Required (the simulator renders image-to-video only)"
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        return "image_url: Invalid url (the simulator fetches http and https URLs only)"
+    for field in ("reference_image_urls", "video_url"):
+        if field in body:
+            return f"{field}: not simulated (reference and video-to-video generations)"
+    return None
+
+
+def _options_problem(body: dict[str, Any]) -> str | None:
+    for field, allowed in (
+        ("resolution", RESOLUTIONS),
+        ("aspect_ratio", ASPECT_RATIOS),
+        ("audio_setting", AUDIO_SETTINGS),
+    ):
+        if field in body and body[field] not in allowed:
+            expected = " | ".join(f"'{value}'" for value in allowed)
+            return f"{field}: Invalid enum value. Expected {expected}, received {body[field]!r}"
+    duration = body.get("duration", 10)
+    # The schema says integer; the docs' own examples send "7", so a digit string is taken.
+    if isinstance(duration, str) and duration.isdigit():
+        duration = int(duration)
+    if not (is_int(duration) and duration in DURATIONS):
+        return f"duration: Invalid enum value. Expected 3 | 4 | ... | 15, received {body.get('duration')!r}"
+    seed = body.get("seed", 0)
+    if not (is_int(seed) and 0 <= seed <= SEED_MAX):
+        return f"seed: Expected integer between 0 and {SEED_MAX}, received {seed!r}"
+    if not isinstance(body.get("watermark", False), bool):
+        return "watermark: Expected boolean"
+    return None
+
+
+class _PollWindow:
+    """At most `rate` status reads in any one-second window (one account)."""
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._reads: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def over(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            while self._reads and now - self._reads[0] >= 1.0:
+                self._reads.popleft()
+            if len(self._reads) >= self._rate:
+                return True
+            self._reads.append(now)
+            return False
+
+
+class _QueryHandler(core._RequestHandler):
+    """Hands the request's query string to the simulator: the core passes `route` the path
+    only, and the status call is `?generation_id=`."""
+
+    def _serve(self, method: str) -> None:
+        assert isinstance(self.server, core._Server) and isinstance(self.server.simulator, AimlapiSimulator)
+        self.server.simulator._request_query.value = urlsplit(self.path).query
+        try:
+            super()._serve(method)
+        finally:
+            self.server.simulator._request_query.value = ""
+
+
+class AimlapiSimulator(core.Simulator[CreateRequest]):
+    """The AI/ML API route's simulator (see `core.Simulator` for the shared behaviour).
+
+    `settings` supplies the image rules (the product's, from the route's settings);
+    `poll_rate_per_second` throttles status reads with 429 (None: no limit, as the docs
+    give no figure); `generation_ttl_seconds` is how long a generation answers before 404.
+    """
+
+    ROUTE = "aimlapi"
+    TITLE = "AI/ML API"
+    STATUS_NAMES = STATUS_NAMES
+    IMAGE_MAX_BYTES = FETCH_MAX_BYTES
+    FAULTS = Faults
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        api_key: str,
+        settings: AimlapiSettings | None = None,
+        models: Sequence[str] = MODELS,
+        poll_rate_per_second: float | None = None,
+        generation_ttl_seconds: float = GENERATION_TTL_SECONDS,
+        render_max_long_side: int | None = None,
+        progress_delay: float = 0.2,
+        render_workers: int = 2,
+        public_url: str | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("the API key must not be empty")
+        self._settings = settings or _DEFAULTS
+        if self._settings.image_max_bytes > FETCH_MAX_BYTES:
+            raise ValueError(f"settings.image_max_bytes must be at most {FETCH_MAX_BYTES}")
+        super().__init__(
+            host,
+            port,
+            render_max_long_side=render_max_long_side,
+            progress_delay=progress_delay,
+            render_workers=render_workers,
+            public_url=public_url,
+        )
+        self._api_key = api_key.encode()
+        self._models = tuple(m for m in models if m)
+        self._polls = _PollWindow(poll_rate_per_second) if poll_rate_per_second else None
+        self._ttl = generation_ttl_seconds
+        self._request_query = threading.local()
+
+    def start(self) -> Self:
+        super().start()
+        # Before any client knows the address: every request goes through _QueryHandler.
+        assert self._server is not None
+        self._server.RequestHandlerClass = _QueryHandler
+        return self
+
+    # -- routes ---------------------------------------------------------------------------
+
+    def route(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply | None:
+        if path.rstrip("/") != GENERATIONS_PATH:
+            return None
+        if not self._authorized(headers):
+            return self.error_reply(401)
+        if method == "POST":
+            return self.submit("", body, headers)
+        if method != "GET":
+            return self.error_reply(405)
+        return self._read()
+
+    def _authorized(self, headers: Mapping[str, str]) -> bool:
+        scheme, _, key = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), self._api_key)
+
+    def _read(self) -> Reply:
+        if self._polls is not None and self._polls.over():
+            return self.error_reply(429)
+        ids = parse_qs(getattr(self._request_query, "value", "")).get("generation_id", [])
+        if len(ids) != 1 or not ids[0]:
+            return _error(400, f"{ERROR_MESSAGES[400]}\ngeneration_id: Required")
+        generation_id = ids[0]
+        with self.locked():
+            task = self.find_task(generation_id)
+            if task is None or time.time() - task.created_at > self._ttl:
+                return _error(404, UNKNOWN_GENERATION)
+            return json_reply(200, self.task_body(task))
+
+    # -- wire hooks -----------------------------------------------------------------------
+
+    def submit(self, model: str, raw_body: bytes, headers: Mapping[str, str]) -> Reply:
+        # The model is in the body, not the path: record the create call under it.
+        body = core.parse_json(raw_body)
+        named = body.get("model") if isinstance(body, dict) else None
+        return super().submit(named if isinstance(named, str) else model, raw_body, headers)
+
+    def parse_request(self, body: object, headers: Mapping[str, str]) -> CreateRequest | Reply:
+        parsed = validate_create_body(body, models=self._models)
+        if isinstance(parsed, str):
+            return _error(400, f"{ERROR_MESSAGES[400]}\n{parsed}")
+        return parsed[1]
+
+    def created_reply(self, task: SimTask[CreateRequest]) -> Reply:
+        return json_reply(200, {"id": task.task_id, "status": self.status_name(task)})
+
+    def task_body(self, task: SimTask[CreateRequest]) -> dict[str, Any]:
+        error = None
+        if task.state is State.FAILED:
+            error = {"name": _failure_name(task.failure_reason or ""), "message": task.failure_reason or ""}
+        return {
+            "id": task.task_id,
+            "status": self.status_name(task),
+            "video": {"url": task.video_url} if task.video_url else None,
+            "error": error,
+        }
+
+    def error_reply(self, status: int, *, retry_after: int | None = None) -> Reply:
+        return _error(status, ERROR_MESSAGES[status], retry_after=retry_after)
+
+    def check_image(self, data: bytes) -> None:
+        # The rules are the product's (the route's settings); the reasons are theirs too.
+        try:
+            info = inspect_image(data)
+            self._settings.check_image(info.format, info.width, info.height, len(data))
+        except InvalidImage as exc:
+            raise TaskFailed(f"image rejected: {exc.message}") from exc
+        try:
+            with Image.open(io.BytesIO(data)):
+                pass
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise TaskFailed("image cannot be decoded") from exc
+
+
+def _error(status: int, message: str, *, retry_after: int | None = None) -> Reply:
+    headers = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
+    body = {
+        "message": message,
+        "path": GENERATIONS_PATH,
+        "requestId": str(uuid.uuid4()),
+        # The docs' example shows "429" as a string; a number is what such servers send.
+        "statusCode": status,
+        "timestamp": datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    return json_reply(status, body, headers=headers)
+
+
+def _failure_name(reason: str) -> str:
+    """A failed generation's `error.name`: unpublished, the simulator's choice."""
+    if reason.startswith("image could not be fetched"):
+        return "ImageFetchError"
+    if reason.startswith("image"):
+        return "InvalidImage"
+    return "GenerationError"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = core.cli_parser(
+        AimlapiSimulator.ROUTE,
+        "AI/ML API-compatible HappyHorse image-to-video simulator (loopback).",
+        default_port=8093,
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("AIMLAPI_SIM_API_KEY"),
+        help="Bearer key clients must send (or env AIMLAPI_SIM_API_KEY)",
+    )
+    parser.add_argument(
+        "--poll-rate",
+        type=float,
+        default=0,
+        help="status reads per second before 429, 0 for no limit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--generation-ttl",
+        type=float,
+        default=GENERATION_TTL_SECONDS,
+        help="seconds a generation can be read before it answers 404 (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if not args.api_key:
+        parser.error("--api-key is required (or env AIMLAPI_SIM_API_KEY)")
+    return core.serve_until_stopped(
+        lambda: AimlapiSimulator(
+            api_key=args.api_key,
+            poll_rate_per_second=args.poll_rate or None,
+            generation_ttl_seconds=args.generation_ttl,
+            **core.common_options(args),
+        ),
+        args.log_level,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,6 +19,7 @@ import logging
 import re
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -259,6 +260,11 @@ class Simulator(BackgroundService, Generic[R]):
     def state_changed(self, task: SimTask[R]) -> None:
         """Called under the lock after each state change (e.g. to stamp times); no-op by default."""
 
+    def listening_socket(self, sock: socket.socket) -> socket.socket:
+        """The listening socket as the server will use it: a route serving HTTPS returns it
+        wrapped (`ssl.SSLContext.wrap_socket(sock, server_side=True)`); as is by default."""
+        return sock
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Self:
@@ -268,6 +274,7 @@ class Simulator(BackgroundService, Generic[R]):
         self._video_dir = tempfile.TemporaryDirectory(prefix=f"{self.ROUTE}-sim-")
         self._http = httpx.Client(timeout=HTTP_TIMEOUT_SECONDS)
         self._server = _Server((self._host, self._port), self)
+        self._server.socket = self.listening_socket(self._server.socket)
         # A short poll interval makes stop() quick: shutdown waits for the serving loop's next poll.
         self._serve_thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name=f"{self.ROUTE}-sim", daemon=True

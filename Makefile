@@ -27,9 +27,10 @@ $(TOOLS)/.synced: tools/requirements-tools.txt | uv
 	$(UV) pip sync --quiet --python $(TOOLS)/bin/python tools/requirements-tools.txt
 	touch $@
 
-## demo: run the pipeline on this machine (moto + simulator); IMAGE=path PROMPT="..." optional
+## demo: run the pipeline on this machine (moto + simulator); IMAGE=path PROMPT="..." PROVIDER=route optional
 demo: $(VENV)/.synced
-	$(RUN) -m local.demo $(if $(IMAGE),--image "$(IMAGE)") $(if $(PROMPT),--prompt "$(PROMPT)")
+	$(RUN) -m local.demo $(if $(IMAGE),--image "$(IMAGE)") $(if $(PROMPT),--prompt "$(PROMPT)") \
+		$(if $(PROVIDER),--provider "$(PROVIDER)")
 
 ## test: lint, type-check, then unit, template and integration tests
 test: $(VENV)/.synced $(TOOLS)/.synced check

@@ -27,7 +27,10 @@ from measure import MIB, Summary, load, machine
 from PIL import Image
 
 from i2v.errors import InvalidImage
-from i2v.media.image import MAX_HEAD_BYTES, check_provider_rules, read_image_info
+from i2v.media.image import MAX_HEAD_BYTES, read_image_info
+from i2v.providers.magnific import MagnificSettings
+
+RULES = MagnificSettings()
 
 SEED = 2026
 KIB = 1024
@@ -114,7 +117,7 @@ def cases() -> list[Case]:
 def verdict(data: bytes, reader: Callable[[int, int], bytes]) -> str:
     try:
         info = read_image_info(reader, len(data))
-        check_provider_rules(info, len(data))
+        RULES.check_image(info.format, info.width, info.height, len(data))
     except InvalidImage as refused:
         return f"refused: {refused.code}"
     return f"{info.format} {info.width}x{info.height} ok"

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import av
 from PIL import Image, ImageDraw
 
+from i2v.providers import ROUTES, known_routes
 from local.stack import LocalStack, LocalStackError
 
 DEFAULT_PROMPT = "A happy horse trots across a sunny meadow, its mane flowing in the wind"
@@ -127,15 +128,21 @@ def follow_task(stack: LocalStack, key: str, timeline: Timeline) -> dict[str, An
     raise LocalStackError(f"the task of {key!r} did not finish in {TASK_TIMEOUT_SECONDS:.0f} s")
 
 
+COMPLETED_VIA = {
+    "callback": "callback received: {}",
+    "poll": "{} (found by its scheduled status check: a polling route)",
+}
+
+
 def _step_label(stack: LocalStack, task: dict[str, Any], field: str, text: str) -> str:
     if field == "received_at":
         return f"{text} (task {task['task_id']})"
     if field == "completed_at":
         # The task records which path learnt the outcome; the gateway's log of requests
         # is written only once the function has answered, so it may lag behind.
-        if task.get("completed_via") == "callback":
-            return f"callback received: {text}"
-        return f"{text} (found by the reconciler's poll: no callback came)"
+        return COMPLETED_VIA.get(
+            task.get("completed_via") or "", "{} (found by the reconciler's poll: no callback came)"
+        ).format(text)
     if field == "finished_at" and task["status"] == "SUCCEEDED":
         return f"video stored: s3://{task['video']['bucket']}/{task['video']['key']}"
     if field == "finished_at":
@@ -143,7 +150,14 @@ def _step_label(stack: LocalStack, task: dict[str, Any], field: str, text: str) 
     return text
 
 
-def run(image: Path, prompt: str, out_dir: Path, render_max_long_side: int | None, verbose: bool) -> int:
+def run(
+    image: Path,
+    prompt: str,
+    out_dir: Path,
+    render_max_long_side: int | None,
+    verbose: bool,
+    provider: str = "magnific",
+) -> int:
     timeline = Timeline()
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "local-stack.log"
@@ -154,13 +168,14 @@ def run(image: Path, prompt: str, out_dir: Path, render_max_long_side: int | Non
         # httpx logs whole URLs at INFO, and callback URLs carry tokens.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         stack = LocalStack(
+            routes=[provider],
             reconcile_interval_seconds=RECONCILE_INTERVAL_SECONDS,
             simulator_options={"render_max_long_side": render_max_long_side},
             function_log=None if verbose else function_log,
         )
         with stack:
             timeline.say(
-                f"stack up: AWS (moto) {stack.moto.url}, provider simulator {stack.simulator.url}, "
+                f"stack up: AWS (moto) {stack.moto.url}, {provider} simulator {stack.simulator.url}, "
                 f"webhooks {stack.gateway.url}"
             )
             if not verbose:
@@ -213,8 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=RENDER_MAX_LONG_SIDE,
         help="cap on the simulated video's long side, 0 for none (default: %(default)s)",
     )
+    parser.add_argument(
+        "--provider",
+        default="magnific",
+        help=f"the route that generates the video: {known_routes()} (default: %(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="functions' logs on the console")
     args = parser.parse_args(argv)
+    if args.provider not in ROUTES:
+        parser.error(f"unknown provider {args.provider!r}; the routes are: {known_routes()}")
 
     if args.image is None:
         image = generate_image(args.out / GENERATED_IMAGE_NAME)
@@ -226,7 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A SIGTERM unwinds like Ctrl-C does, so the stack's processes are stopped too.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return run(image, args.prompt, args.out, args.render_max_long_side or None, args.verbose)
+        return run(
+            image, args.prompt, args.out, args.render_max_long_side or None, args.verbose, args.provider
+        )
     except LocalStackError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -5,7 +5,7 @@ Secrets Manager); the template's buckets, queues, table and topic are created fr
 their own Properties; each function runs in Lambda-like execution environments with
 the Environment the template gives it, plus a few local overrides; an SQS dispatcher,
 an HTTP API gateway and a schedule timer invoke them as their template events say;
-the Magnific simulator plays the provider. See docs/local-stack.md.
+a simulator plays each configured route's provider. See docs/local-stack.md.
 
     with LocalStack() as stack:
         stack.upload(Path("cat.png"), "incoming/cat.png", {"prompt": "a cat"})
@@ -21,7 +21,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -40,7 +40,8 @@ from local.moto_server import MOTO_ACCOUNT_ID, MotoServer
 from local.resources import FunctionSpec, LocalResources
 from local.schedule import ScheduleTimer, rate_seconds
 from local.service import BackgroundService
-from local.simulators.magnific import MagnificSimulator
+from local.simulators import simulator_class
+from local.simulators.core import Simulator
 from local.template import load_template
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,20 @@ POLL_SECONDS = 0.2
 
 class LocalStackError(RuntimeError):
     """The local stack cannot start as asked, or a wait ran out."""
+
+
+@dataclass(frozen=True)
+class RouteSecrets:
+    """What the local stack stored for one route, and hands its simulator."""
+
+    api_key: str
+    webhook_secret: str | None = None
+
+    def simulator_kwargs(self) -> dict[str, str]:
+        kwargs = {"api_key": self.api_key}
+        if self.webhook_secret is not None:
+            kwargs["webhook_secret"] = self.webhook_secret
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -112,10 +127,12 @@ def _plain(value: Any) -> Any:
 class LocalStack(BackgroundService):
     """Start with `start()` or `with`; everything stops on `stop()`, with bounded waits.
 
-    `parameters` override the template's parameter defaults; `environment` adds to (and
-    wins over) every function's environment, after the local overrides; a
-    `reconcile_interval_seconds` replaces the schedule's rate; `simulator_options` go to
-    MagnificSimulator; the functions' output goes to `function_log` (default: stderr);
+    `parameters` override the template's parameter defaults (`routes` is its `Routes`,
+    primary first); `environment` adds to (and wins over) every function's environment,
+    after the local overrides; a `reconcile_interval_seconds` replaces the schedule's rate;
+    `poll_seconds` replaces the polling routes' first-check delay and interval (the
+    deployed defaults are minutes and 15 s); `simulator_options` go to every route's
+    simulator; the functions' output goes to `function_log` (default: stderr);
     with `aws_call_log`, every AWS call a function makes is appended there as a JSON line
     (`aws_calls()` reads them back).
     """
@@ -127,8 +144,10 @@ class LocalStack(BackgroundService):
         stack_name: str = DEFAULT_STACK_NAME,
         region: str = DEFAULT_REGION,
         parameters: Mapping[str, str] | None = None,
+        routes: Sequence[str] | None = None,
         environment: Mapping[str, str] | None = None,
         reconcile_interval_seconds: float | None = None,
+        poll_seconds: int | None = 2,
         simulator_options: Mapping[str, Any] | None = None,
         function_log: IO[bytes] | None = None,
         aws_call_log: Path | None = None,
@@ -137,6 +156,9 @@ class LocalStack(BackgroundService):
         self.stack_name = stack_name
         self.region = region
         self._parameters = dict(parameters or {})
+        if routes is not None:
+            self._parameters["Routes"] = ",".join(routes)
+        self._poll_seconds = poll_seconds
         self._environment = dict(environment or {})
         self._schedule_interval = reconcile_interval_seconds
         self._simulator_options = dict(simulator_options or {})
@@ -186,7 +208,8 @@ class LocalStack(BackgroundService):
         self.specs = {spec.logical_id: spec for spec in specs}
         self._describe_resources(resources, specs)
 
-        self.api_key, self.webhook_secret = self._store_provider_secrets(specs)
+        self.routes = tuple(_shared_environment(specs).get("ROUTES", "magnific").split(","))
+        self.route_secrets = self._store_route_secrets(specs)
         # Registered before the gateway's stop: environments stop once nothing invokes them.
         self._running.callback(self._stop_functions)
         self.gateway = HttpApiGateway(
@@ -195,15 +218,16 @@ class LocalStack(BackgroundService):
             integration_timeout_seconds=self._integration_timeout(specs),
         )
         self._running.callback(self.gateway.stop)
-        self.simulator = MagnificSimulator(
-            "127.0.0.1",
-            0,
-            api_key=self.api_key,
-            webhook_secret=self.webhook_secret,
-            **self._simulator_options,
-        )
-        self.simulator.start()
-        self._running.callback(self.simulator.stop)
+        self.simulators: dict[str, Simulator[Any]] = {}
+        for name in self.routes:
+            # Each route's simulator takes its own secrets (an API key, a webhook secret).
+            make: Any = simulator_class(name)
+            simulator: Simulator[Any] = make(
+                "127.0.0.1", 0, **self.route_secrets[name].simulator_kwargs(), **self._simulator_options
+            )
+            simulator.start()
+            self._running.callback(simulator.stop)
+            self.simulators[name] = simulator
 
         for spec in specs:
             self.functions[spec.logical_id] = LocalFunction(
@@ -259,28 +283,71 @@ class LocalStack(BackgroundService):
         dead_letter_arn = json.loads(redrive)["deadLetterTargetArn"]
         return str(self.sqs.get_queue_url(QueueName=dead_letter_arn.rsplit(":", 1)[1])["QueueUrl"])
 
-    def _store_provider_secrets(self, specs: list[FunctionSpec]) -> tuple[str, str]:
-        """A fresh API key and webhook secret, where the functions' settings look for them."""
+    def _store_route_secrets(self, specs: list[FunctionSpec]) -> dict[str, RouteSecrets]:
+        """A fresh API key (and webhook secret, for routes signing with one) per configured
+        route, where the functions' route settings look for them."""
+        from i2v.providers import route_entry
+
         environment = _shared_environment(specs)
-        api_key = secrets.token_urlsafe(32)
-        webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         store = environment.get("SECRET_STORE", "secretsmanager")
-        for name, value in (
-            (environment["API_KEY_SECRET_NAME"], api_key),
-            (environment["WEBHOOK_SECRET_NAME"], webhook_secret),
-        ):
-            if store == "ssm":
-                self.ssm.put_parameter(Name=name, Value=value, Type="SecureString")
-            else:
-                self.secretsmanager.create_secret(Name=name, SecretString=value)
-        return api_key, webhook_secret
+        found: dict[str, RouteSecrets] = {}
+        for name in self.routes:
+            entry = route_entry(name)
+            settings = entry.load_settings(environment)
+            stored = RouteSecrets(
+                api_key=secrets.token_urlsafe(32),
+                webhook_secret=(
+                    "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+                    if entry.webhook_secret
+                    else None
+                ),
+            )
+            for secret_name, value in (
+                (settings.api_key_secret_name, stored.api_key),
+                (settings.webhook_secret_name, stored.webhook_secret),
+            ):
+                if not value:
+                    continue
+                if store == "ssm":
+                    self.ssm.put_parameter(Name=secret_name, Value=value, Type="SecureString")
+                else:
+                    self.secretsmanager.create_secret(Name=secret_name, SecretString=value)
+            found[name] = stored
+        return found
+
+    @property
+    def simulator(self) -> Simulator[Any]:
+        """The primary route's simulator."""
+        return self.simulators[self.routes[0]]
+
+    @property
+    def api_key(self) -> str:
+        return self.route_secrets[self.routes[0]].api_key
+
+    @property
+    def webhook_secret(self) -> str | None:
+        return self.route_secrets[self.routes[0]].webhook_secret
+
+    def _route_overrides(self) -> dict[str, str]:
+        """Each configured route pointed at its simulator, with short polls."""
+        overrides: dict[str, str] = {}
+        for name, simulator in self.simulators.items():
+            prefix = name.upper() + "_"
+            overrides[prefix + "BASE_URL"] = simulator.url
+            jwks_url = getattr(simulator, "jwks_url", None)
+            if isinstance(jwks_url, str):
+                overrides[prefix + "JWKS_URL"] = jwks_url
+            if self._poll_seconds is not None:
+                overrides[prefix + "FIRST_POLL_SECONDS"] = str(self._poll_seconds)
+                overrides[prefix + "POLL_INTERVAL_SECONDS"] = str(self._poll_seconds)
+        return overrides
 
     def _local_overrides(self) -> dict[str, str]:
         """What differs from the deployed settings, and why: everything is on loopback."""
         return {
             "AWS_ENDPOINT_URL": self.moto.url,
             **FAKE_CREDENTIALS,
-            "PROVIDER_BASE_URL": self.simulator.url,
+            **self._route_overrides(),
             "WEBHOOK_BASE_URL": self.gateway.url,
             # The simulator serves its videos over plain HTTP on 127.0.0.1.
             "VIDEO_ALLOW_HTTP": "true",

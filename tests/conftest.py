@@ -39,7 +39,14 @@ def fresh_process_caches() -> Iterator[None]:
     def clear() -> None:
         config.settings.cache_clear()
         aws.client.cache_clear()
-        for factory in (wiring.task_store, wiring.source_store, wiring.notifier, wiring.provider):
+        for factory in (
+            wiring.task_store,
+            wiring.source_store,
+            wiring.notifier,
+            wiring.provider,
+            wiring.route_settings,
+            wiring.poller,
+        ):
             factory.cache_clear()
         parameters.clear_caches()
 

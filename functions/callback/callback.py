@@ -1,5 +1,5 @@
-"""CallbackFunction: provider webhooks on POST /callbacks/{task_id}, answered at once, and
-the finalize queue, whose orders download the videos and end the tasks.
+"""CallbackFunction: provider webhooks on POST /callbacks/{route}/{task_id}, answered at
+once, and the finalize queue, whose orders download the videos and end the tasks.
 
 The HTTP resolver loads on the first webhook (its package imports every Powertools
 resolver: AppSync, Bedrock, ...), so a finalize order never pays for it.
@@ -27,8 +27,12 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
+# Callback URLs given before routes were named in them are Magnific's.
+LEGACY_ROUTE = "magnific"
+
+
 @tracer.capture_method
-def callback(task_id: str) -> Response[Any]:
+def callback(task_id: str, route: str = LEGACY_ROUTE) -> Response[Any]:
     from aws_lambda_powertools.event_handler import Response, content_types
 
     from i2v.usecases.callback import CallbackRequest
@@ -36,6 +40,7 @@ def callback(task_id: str) -> Response[Any]:
     event = webhooks().current_event
     raw = event.body or ""
     request = CallbackRequest(
+        route=route,
         task_id=task_id,
         token=(event.query_string_parameters or {}).get("token", ""),
         headers=dict(event.headers or {}),
@@ -59,15 +64,26 @@ def bad_callback(exc: BadCallback) -> Response[Any]:
     return Response(400, content_types.APPLICATION_JSON, {"message": exc.message})
 
 
+def unavailable(exc: RetryLater) -> Response[Any]:
+    """A check that cannot be made now (fal's JWKS unreachable, say): the sender retries."""
+    from aws_lambda_powertools.event_handler import Response, content_types
+
+    logger.warning("callback not verified now; the sender will retry", extra={"reason": exc.message})
+    headers = {"Retry-After": str(int(exc.retry_after or 30))}
+    return Response(503, content_types.APPLICATION_JSON, {"message": "try again later"}, headers=headers)
+
+
 @cache
 def webhooks() -> APIGatewayHttpResolver:
     """The HTTP API's resolver with its route and error answers, built on the first webhook."""
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
     app = APIGatewayHttpResolver()
+    app.post("/callbacks/<route>/<task_id>")(callback)
     app.post("/callbacks/<task_id>")(callback)
     app.exception_handler(Unauthorized)(unauthorized)
     app.exception_handler(BadCallback)(bad_callback)
+    app.exception_handler(RetryLater)(unavailable)
     return app
 
 

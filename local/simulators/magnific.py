@@ -25,8 +25,9 @@ from PIL import Image
 from standardwebhooks import Webhook
 
 from i2v.errors import InvalidImage
-from i2v.media.image import MAX_FILE_BYTES, MIN_SIDE_PX, check_provider_rules, inspect_image
-from i2v.providers.magnific import webhook_key
+from i2v.media.image import inspect_image
+from i2v.providers.magnific import MagnificSettings
+from i2v.providers.signatures import webhook_key
 from local.simulators import core
 from local.simulators.core import Reply, SimTask, State, TaskFailed, is_int, json_reply
 
@@ -36,12 +37,13 @@ STATUS_NAMES: Mapping[State, str] = {state: state.value for state in State}
 STATUSES = tuple(STATUS_NAMES.values())
 TERMINAL_STATUSES = frozenset({STATUS_NAMES[State.COMPLETED], STATUS_NAMES[State.FAILED]})
 
-# The provider's published request rules (its image rules are the product's, i2v.media.image).
-PROMPT_MAX_CHARS = 2500
-RESOLUTIONS = ("720P", "1080P")
-DURATION_MIN, DURATION_MAX = 3, 15
+# The provider's published request rules: the product's own for this route.
+RULES = MagnificSettings()
+PROMPT_MAX_CHARS = RULES.prompt_max_chars
+RESOLUTIONS = RULES.resolutions
+DURATION_MIN, DURATION_MAX = RULES.duration_min, RULES.duration_max
 SEED_MAX = 2_147_483_647
-IMAGE_MAX_BYTES = MAX_FILE_BYTES
+IMAGE_MAX_BYTES = RULES.image_max_bytes
 
 # The provider's own error bodies; 405 and 413 are the simulator's (not documented).
 ERROR_BODIES: dict[int, dict[str, str]] = {
@@ -177,8 +179,8 @@ def check_image(data: bytes) -> tuple[str, int, int]:
 
     The rules are the product's (i2v.media.image); the reasons are the simulator's own.
     """
-    if len(data) > MAX_FILE_BYTES:
-        raise TaskFailed(f"image is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
+    if len(data) > IMAGE_MAX_BYTES:
+        raise TaskFailed(f"image is larger than {IMAGE_MAX_BYTES // (1024 * 1024)} MB")
     try:
         info = inspect_image(data)
     except InvalidImage as exc:
@@ -193,10 +195,12 @@ def check_image(data: bytes) -> tuple[str, int, int]:
         raise TaskFailed("image cannot be decoded") from exc
     width, height = info.width, info.height
     try:
-        check_provider_rules(info, len(data))
+        RULES.check_image(info.format, width, height, len(data))
     except InvalidImage as exc:
         if exc.code == "IMAGE_TOO_SMALL":
-            raise TaskFailed(f"image is {width}x{height}: each side must be >= {MIN_SIDE_PX} px") from exc
+            raise TaskFailed(
+                f"image is {width}x{height}: each side must be >= {RULES.image_min_side_px} px"
+            ) from exc
         if exc.code == "BAD_ASPECT_RATIO":
             raise TaskFailed(
                 f"image is {width}x{height}: aspect ratio must be between 1:2.5 and 2.5:1"

@@ -62,7 +62,7 @@ def test_a_forged_callback_costs_no_table_call(stack: LocalStack) -> None:
 
     # When a callback with a wrong signature arrives for it
     answer = httpx.post(
-        f"{stack.gateway.url}/callbacks/{task['task_id']}?token=guess",
+        f"{stack.gateway.url}/callbacks/magnific/{task['task_id']}?token=guess",
         content=b'{"task_id": "x", "status": "COMPLETED", "generated": []}',
         headers={"webhook-id": "msg_x", "webhook-timestamp": "1", "webhook-signature": "v1,AAAA"},
     )

@@ -76,6 +76,14 @@ def test_forged_callbacks_get_401_and_leave_the_task_unchanged(
             signed_headers(ANOTHER_SECRET, body, now),
         ),
         "right token, no signature": (genuine_target, {"content-type": "application/json"}),
+        "right token and signature, another route's URL": (
+            genuine_target.replace("/callbacks/magnific/", "/callbacks/dashscope/"),
+            signed_headers(stack.webhook_secret, body, now),
+        ),
+        "right token and signature, a route that does not exist": (
+            genuine_target.replace("/callbacks/magnific/", "/callbacks/nosuchroute/"),
+            signed_headers(stack.webhook_secret, body, now),
+        ),
         "right token and secret, stale timestamp": (
             genuine_target,
             signed_headers(stack.webhook_secret, body, now - timedelta(minutes=10)),
@@ -101,12 +109,13 @@ def test_forged_callbacks_get_401_and_leave_the_task_unchanged(
 
 
 def test_an_unknown_route_gets_api_gateways_404(stack: LocalStack) -> None:
-    # Given the HTTP API, which only routes POST /callbacks/{task_id}
+    # Given the HTTP API, which only routes POST /callbacks/{route}/{task_id} (and the
+    # route-less path of older callback URLs)
     # When other paths and methods are requested
     answers = [
         httpx.get(f"{stack.gateway.url}/callbacks/some-task"),
         httpx.post(f"{stack.gateway.url}/nothing-here", content=b"{}"),
-        httpx.post(f"{stack.gateway.url}/callbacks/a/b", content=b"{}"),
+        httpx.post(f"{stack.gateway.url}/callbacks/a/b/c", content=b"{}"),
     ]
 
     # Then each gets API Gateway's own answer

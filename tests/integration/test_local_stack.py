@@ -84,17 +84,17 @@ def test_the_uploads_queue_and_bucket_notifications_follow_the_template(
 def test_the_provider_secrets_are_where_the_functions_look(
     stack: LocalStack, template: dict[str, Any]
 ) -> None:
-    # Given the secret names the template's parameters give the functions
-    parameters = template["Parameters"]
+    # Given the secret names the template's SecretPrefix gives the primary route
+    prefix = template["Parameters"]["SecretPrefix"]["Default"]
 
     # When they are read from the local Secrets Manager
-    api_key = stack.secretsmanager.get_secret_value(SecretId=parameters["ApiKeySecretName"]["Default"])
-    webhook = stack.secretsmanager.get_secret_value(SecretId=parameters["WebhookSecretName"]["Default"])
+    api_key = stack.secretsmanager.get_secret_value(SecretId=f"{prefix}magnific/api-key")
+    webhook = stack.secretsmanager.get_secret_value(SecretId=f"{prefix}magnific/webhook-secret")
 
     # Then they hold what the simulator was given
     assert api_key["SecretString"] == stack.api_key
     assert webhook["SecretString"] == stack.webhook_secret
-    assert stack.webhook_secret.startswith("whsec_")
+    assert stack.webhook_secret is not None and stack.webhook_secret.startswith("whsec_")
 
 
 def test_each_function_runs_with_the_templates_environment_and_local_endpoints(
@@ -119,7 +119,7 @@ def test_each_function_runs_with_the_templates_environment_and_local_endpoints(
         assert config.environment["BUCKET_NAME"] == stack.bucket
         assert config.environment["TOPIC_ARN"] == stack.topic_arn
         assert config.environment["AWS_ENDPOINT_URL"] == stack.moto.url
-        assert config.environment["PROVIDER_BASE_URL"] == stack.simulator.url
+        assert config.environment["MAGNIFIC_BASE_URL"] == stack.simulator.url
         assert config.environment["WEBHOOK_BASE_URL"] == stack.gateway.url
         assert config.timeout_seconds == properties(template, logical_id)["Timeout"]
     assert local["SubmitFunction"].environment["UPLOADS_QUEUE_URL"] == stack.uploads_queue_url

@@ -100,7 +100,7 @@ def test_a_replayed_completed_callback_changes_nothing(stack: LocalStack) -> Non
     assert task["status"] == "SUCCEEDED", task.get("error")
     completed = [
         request
-        for request in stack.gateway.requests(f"/callbacks/{task['task_id']}")
+        for request in stack.gateway.requests(f"/callbacks/magnific/{task['task_id']}")
         if json.loads(request.body).get("status") == "COMPLETED"
     ]
     assert [request.status for request in completed] == [200]
@@ -134,7 +134,7 @@ def test_a_dropped_webhook_is_finished_by_the_reconciler(
 
     # Then the reconciler found the finished provider task and stored the video
     assert task["status"] == "SUCCEEDED", task.get("error")
-    assert stack.gateway.requests(f"/callbacks/{task['task_id']}") == []
+    assert stack.gateway.requests(f"/callbacks/magnific/{task['task_id']}") == []
     assert simulator.state()["counters"]["webhooks_dropped"] >= 1
     assert stack.s3.head_object(Bucket=stack.bucket, Key=task["video"]["key"])["ContentLength"] > 0
     assert len(settled_notifications(stack, task["task_id"])) == 1
@@ -180,7 +180,7 @@ def test_no_secret_token_or_signed_url_reaches_the_logs(stack: LocalStack, funct
     task = stack.wait_for_task(key, timeout=60)
     assert task["status"] == "SUCCEEDED", task.get("error")
     forged = httpx.post(
-        f"{stack.gateway.url}/callbacks/{task['task_id']}?token=forged-token-123",
+        f"{stack.gateway.url}/callbacks/magnific/{task['task_id']}?token=forged-token-123",
         json={"task_id": "x", "status": "COMPLETED", "generated": []},
         headers={"webhook-id": "msg_x", "webhook-timestamp": "1", "webhook-signature": "v1,Zm9yZ2Vk"},
         timeout=30,

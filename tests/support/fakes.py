@@ -9,11 +9,15 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from i2v.domain import Options, Task
+from i2v.domain import Task
 from i2v.errors import DownloadFailed, PipelineError
 from i2v.providers.base import ProviderState, ProviderUpdate, SubmitRequest
+
+if TYPE_CHECKING:
+    from i2v.providers.route import RouteSettings
+    from i2v.usecases.submit import ChosenRoute
 
 
 class Clock:
@@ -42,7 +46,9 @@ class FakeProvider:
         self.submitted.append(request)
         return f"prov-{len(self.submitted)}"
 
-    def status(self, provider_task_id: str) -> ProviderUpdate:
+    cancelled: list[str] = field(default_factory=list)
+
+    def status(self, provider_task_id: str, *, model: str | None = None) -> ProviderUpdate:
         return self.statuses.get(
             provider_task_id,
             ProviderUpdate(
@@ -50,8 +56,9 @@ class FakeProvider:
             ),
         )
 
-    def estimate_cost_usd(self, options: Options) -> float | None:
-        return 0.1 * options.duration
+    def cancel(self, provider_task_id: str, *, model: str | None = None) -> bool:
+        self.cancelled.append(provider_task_id)
+        return True
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> ProviderUpdate:
         from i2v.errors import Unauthorized
@@ -59,6 +66,33 @@ class FakeProvider:
         if not self.callbacks_valid:
             raise Unauthorized("bad signature")
         return ProviderUpdate.model_validate_json(body)
+
+
+def fake_route_settings(**changes: Any) -> RouteSettings:
+    """Magnific's documented rules, with a price of 0.1 USD per second at any resolution."""
+    from i2v.providers.magnific import MagnificSettings
+
+    return MagnificSettings(price_720p=0.1, price_1080p=0.1, **changes)
+
+
+@dataclass
+class FakeRouting:
+    """The stack's routes: each name a FakeProvider with Magnific's rules."""
+
+    providers: dict[str, FakeProvider]
+    settings: dict[str, RouteSettings] = field(default_factory=dict)
+
+    def __call__(self, requested: str | None) -> ChosenRoute:
+        from i2v.errors import InvalidOptions
+        from i2v.usecases.submit import ChosenRoute
+
+        name = requested or next(iter(self.providers))
+        if name not in self.providers:
+            raise InvalidOptions(f"provider {name!r} is not configured", code="ROUTE_NOT_CONFIGURED")
+        return ChosenRoute(
+            provider=self.providers[name],  # type: ignore[arg-type]
+            settings=self.settings.get(name) or fake_route_settings(),
+        )
 
 
 @dataclass
@@ -98,7 +132,7 @@ class FakeVideoFetcher:
     fetched: list[tuple[str, str]] = field(default_factory=list)
     errors: list[DownloadFailed] = field(default_factory=list)
 
-    def __call__(self, url: str, key: str, metadata: dict[str, str]) -> Stored:
+    def __call__(self, url: str, key: str, metadata: dict[str, str], route: str) -> Stored:
         if self.errors:
             raise self.errors.pop(0)
         self.fetched.append((url, key))

@@ -147,10 +147,12 @@ def test_callback_events_are_http_api_v2_webhooks(name: str, status: str) -> Non
     request = APIGatewayProxyEventV2Model.model_validate(event)
     task_id = event["pathParameters"]["task_id"]
 
-    # Then it hits the callback route with the task id in the path and the token in the query
+    # Then it hits the callback route with the route and the task id in the path and the
+    # token in the query
     assert event["version"] == "2.0"
-    assert event["routeKey"] == request.requestContext.routeKey == "POST /callbacks/{task_id}"
-    assert event["rawPath"] == request.requestContext.http.path == f"/callbacks/{task_id}"
+    assert event["routeKey"] == request.requestContext.routeKey == "POST /callbacks/{route}/{task_id}"
+    assert event["pathParameters"]["route"] == "magnific"
+    assert event["rawPath"] == request.requestContext.http.path == f"/callbacks/magnific/{task_id}"
     assert request.requestContext.http.method == "POST"
     assert request.requestContext.stage == "$default"
     assert event["rawQueryString"] == urlencode(event["queryStringParameters"])

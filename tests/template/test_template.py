@@ -279,15 +279,22 @@ def test_submit_consumes_uploads_in_batches_with_partial_failures_and_bounded_co
     assert (concurrency["MinValue"], concurrency["MaxValue"], concurrency["Default"]) == (2, 1000, 5)
 
 
-def test_callback_answers_post_callbacks_task_id_on_the_http_api(template: dict[str, Any]) -> None:
-    # Given the callback function's webhook event
-    event = function_properties(template, "CallbackFunction")["Events"]["Webhook"]
+@pytest.mark.parametrize(
+    ("event_name", "path"),
+    [("Webhook", "/callbacks/{route}/{task_id}"), ("LegacyWebhook", "/callbacks/{task_id}")],
+)
+def test_callback_answers_post_callbacks_route_task_id_on_the_http_api(
+    template: dict[str, Any], event_name: str, path: str
+) -> None:
+    # Given the callback function's webhook events
+    event = function_properties(template, "CallbackFunction")["Events"][event_name]
 
-    # Then the provider's webhook reaches it through the stack's HTTP API
+    # Then the provider's webhook reaches it through the stack's HTTP API, naming its route
+    # (the route-less path is the one Magnific callback URLs had before)
     assert event["Type"] == "HttpApi"
     assert event["Properties"]["ApiId"] == {"Ref": "HttpApi"}
     assert event["Properties"]["Method"] == "POST"
-    assert event["Properties"]["Path"] == "/callbacks/{task_id}"
+    assert event["Properties"]["Path"] == path
     assert event["Properties"].get("PayloadFormatVersion", "2.0") == "2.0"
 
 
@@ -302,7 +309,7 @@ def test_callback_takes_finalize_orders_one_at_a_time_with_bounded_concurrency(
 
     # Then it reads the finalize queue one video at a time, reports partial failures, and
     # never runs more downloads at once than the stack parameter says
-    assert set(events) == {"Webhook", "Finalize"}
+    assert set(events) == {"Webhook", "LegacyWebhook", "Finalize"}
     assert finalize["Type"] == "SQS"
     assert finalize["Properties"]["Queue"] == {"Fn::GetAtt": ["FinalizeQueue", "Arn"]}
     assert finalize["Properties"]["BatchSize"] == 1
@@ -334,10 +341,26 @@ def test_http_api_is_throttled_on_its_default_stage(template: dict[str, Any]) ->
     }
 
 
-def test_reconciler_runs_on_an_eventbridge_schedule(template: dict[str, Any]) -> None:
-    # Given the reconcile function and its event
+def test_reconciler_polls_from_the_poll_queue_with_bounded_concurrency(template: dict[str, Any]) -> None:
+    # Given the reconcile function's queue event and the poll queue
     function = function_properties(template, "ReconcileFunction")
-    [event] = function["Events"].values()
+    polls = function["Events"]["Polls"]["Properties"]
+    queue = props(template, "PollQueue")
+
+    # Then status checks arrive in batches, with partial failures, never more invocations
+    # at once than the parameter (which the pacing divides each route's rate by)
+    assert polls["Queue"] == {"Fn::GetAtt": ["PollQueue", "Arn"]}
+    assert polls["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert polls["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "PollMaxConcurrency"}}
+    assert function["Environment"]["Variables"]["POLL_MAX_CONCURRENCY"] == {"Ref": "PollMaxConcurrency"}
+    assert queue["VisibilityTimeout"] == 6 * function["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["PollDeadLetterQueue", "Arn"]}
+
+
+def test_reconciler_runs_on_an_eventbridge_schedule(template: dict[str, Any]) -> None:
+    # Given the reconcile function and its schedule event
+    function = function_properties(template, "ReconcileFunction")
+    event = function["Events"]["Schedule"]
 
     # Then EventBridge invokes it on the configured schedule, every 5 minutes by default,
     # and a failed run waits for the next one instead of overlapping it with retries
@@ -412,20 +435,18 @@ def test_email_subscription_exists_only_when_an_address_is_given(template: dict[
 @pytest.mark.parametrize(
     ("name", "default"),
     [
-        ("ProviderName", "magnific"),
-        ("ProviderBaseUrl", "https://api.magnific.com"),
-        ("ProviderApiKeyHeader", "x-magnific-api-key"),
-        ("ProviderModel", "happy-horse-1"),
+        ("Routes", "magnific"),
+        ("RouteSettings", ""),
         ("SecretStore", "secretsmanager"),
-        ("ApiKeySecretName", "happyhorse/api-key"),
-        ("WebhookSecretName", "happyhorse/webhook-secret"),
+        ("SecretPrefix", "happyhorse/"),
+        ("PollMaxConcurrency", 2),
         ("DefaultPrompt", ""),
         ("DefaultResolution", "1080P"),
         ("DefaultDuration", 5),
         ("SubmitBatchSize", 5),
         ("SubmitMaxConcurrency", 5),
         ("MaxSubmitAttempts", 8),
-        ("VideoAllowedHosts", ".magnific.com,.freepik.com"),
+        ("VideoAllowedHosts", ""),
         ("VideoMaxBytes", 2_147_483_648),
         ("FinalizeMaxConcurrency", 10),
         ("MaxFinalizeAttempts", 5),
@@ -457,12 +478,11 @@ def test_every_parameter_is_described_defaulted_and_used(template: dict[str, Any
         assert parameter.get("Description"), name
         assert "Default" in parameter, name
     assert used == set(template["Parameters"])
-    assert template["Parameters"]["ProviderName"]["AllowedValues"] == ["magnific"]
     assert template["Parameters"]["SecretStore"]["AllowedValues"] == ["secretsmanager", "ssm"]
     assert template["Parameters"]["DefaultResolution"]["AllowedValues"] == ["720P", "1080P"]
     duration = template["Parameters"]["DefaultDuration"]
     assert (duration["MinValue"], duration["MaxValue"]) == (3, 15)
-    assert "not published" in template["Parameters"]["VideoAllowedHosts"]["Description"]
+    assert "docs/providers.md" in template["Parameters"]["Routes"]["Description"]
 
 
 @pytest.mark.parametrize("logical_id", FUNCTIONS)
@@ -503,7 +523,8 @@ def test_environment_with_default_parameters_loads_as_settings(
     settings = load_settings(env)
 
     # Then they validate and carry the stack's defaults
-    assert settings.video_allowed_hosts == (".magnific.com", ".freepik.com")
+    assert settings.routes == ("magnific",)
+    assert settings.video_allowed_hosts == ()
     assert settings.default_options.resolution == "1080P"
     assert settings.default_options.duration == 5
     assert settings.secret_store == "secretsmanager"
@@ -579,26 +600,28 @@ def test_only_submit_gets_the_webhook_base_url_of_the_default_stage(template: di
 
 # --- permissions ----------------------------------------------------------------------------
 
-SECRET_GRANTS = {
-    name: {
-        (
-            "secretsmanager:GetSecretValue",
-            sub(
-                f"arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:${{{name}}}-??????"
+
+def secret_slots(suffix: str) -> set[tuple[str, str]]:
+    """The five route slots of one secret's grants, in both stores (see the template)."""
+    grants: set[tuple[str, str]] = set()
+    for slot in range(5):
+        route = {"Fn::Select": [slot, {"Fn::Split": [",", {"Fn::Sub": "${Routes},-,-,-,-"}]}]}
+        for action, arn in (
+            (
+                "secretsmanager:GetSecretValue",
+                "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+                f"${{SecretPrefix}}${{Route}}/{suffix}-??????",
             ),
-        ),
-        (
-            "ssm:GetParameter",
-            sub(f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter${{{name}}}"),
-        ),
-        (
-            "ssm:GetParameter",
-            sub(f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter/${{{name}}}"),
-        ),
-        ("kms:Decrypt", sub("arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*")),
-    }
-    for name in ("ApiKeySecretName", "WebhookSecretName")
-}
+            (
+                "ssm:GetParameter",
+                f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter${{SecretPrefix}}${{Route}}/{suffix}",
+            ),
+        ):
+            grants.add((action, canonical({"Fn::Sub": [arn, {"Route": route}]})))
+    grants.add(("kms:Decrypt", sub("arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*")))
+    return grants
+
+
 EXPECTED_GRANTS = {
     "SubmitFunction": {
         ("s3:GetObject", sub("${MediaBucket.Arn}/incoming/*")),
@@ -607,7 +630,8 @@ EXPECTED_GRANTS = {
         ("dynamodb:UpdateItem", get_att("TasksTable", "Arn")),
         ("sns:Publish", ref("NotificationsTopic")),
         ("sqs:ChangeMessageVisibility", get_att("UploadsQueue", "Arn")),
-        *SECRET_GRANTS["ApiKeySecretName"],
+        ("sqs:SendMessage", get_att("PollQueue", "Arn")),
+        *secret_slots("api-key"),
     },
     "CallbackFunction": {
         ("dynamodb:GetItem", get_att("TasksTable", "Arn")),
@@ -617,15 +641,16 @@ EXPECTED_GRANTS = {
         ("s3:PutObject", sub("${MediaBucket.Arn}/videos/*")),
         ("s3:AbortMultipartUpload", sub("${MediaBucket.Arn}/videos/*")),
         ("sns:Publish", ref("NotificationsTopic")),
-        *SECRET_GRANTS["WebhookSecretName"],
-        *SECRET_GRANTS["ApiKeySecretName"],
+        *secret_slots("*"),
     },
     "ReconcileFunction": {
         ("dynamodb:Query", sub("${TasksTable.Arn}/index/open-tasks")),
         ("dynamodb:UpdateItem", get_att("TasksTable", "Arn")),
         ("sqs:SendMessage", get_att("FinalizeQueue", "Arn")),
+        ("sqs:SendMessage", get_att("PollQueue", "Arn")),
+        ("sqs:ChangeMessageVisibility", get_att("PollQueue", "Arn")),
         ("sns:Publish", ref("NotificationsTopic")),
-        *SECRET_GRANTS["ApiKeySecretName"],
+        *secret_slots("api-key"),
     },
 }
 
@@ -661,6 +686,38 @@ def test_secret_access_follows_the_secret_store(template: dict[str, Any], logica
     }
 
 
+@pytest.mark.parametrize("store", ["secretsmanager", "ssm"])
+def test_each_function_reads_only_the_configured_routes_secrets(template: dict[str, Any], store: str) -> None:
+    # Given a stack configured with two routes, evaluated as CloudFormation would
+    from local.cloudformation import PhysicalResource, TemplateEvaluator
+
+    evaluator = TemplateEvaluator(
+        template,
+        stack_name="s",
+        region="eu-west-1",
+        account_id="111122223333",
+        resource_lookup=lambda logical_id: PhysicalResource(ref=logical_id, attributes={"Arn": logical_id}),
+        parameter_overrides={"Routes": "dashscope,fal", "SecretPrefix": "/hh/", "SecretStore": store},
+    )
+    action = "secretsmanager:GetSecretValue" if store == "secretsmanager" else "ssm:GetParameter"
+    service = "secretsmanager" if store == "secretsmanager" else "ssm"
+
+    for logical_id, secrets in {
+        "SubmitFunction": {"api-key"},
+        "CallbackFunction": {"*"},
+        "ReconcileFunction": {"api-key"},
+    }.items():
+        statements = evaluator.resolve(function_properties(template, logical_id)["Policies"])[0]["Statement"]
+        arns = {arn for s in statements if s["Action"] == action for arn in as_list(s["Resource"])}
+        # Then its secret ARNs name those two routes' secrets and no other route's
+        suffix = "-??????" if store == "secretsmanager" else ""
+        head = f"arn:aws:{service}:eu-west-1:111122223333:{'secret:' if service == 'secretsmanager' else 'parameter'}/hh/"
+        expected = {
+            f"{head}{route}/{secret}{suffix}" for route in ("dashscope", "fal", "-") for secret in secrets
+        }
+        assert arns == expected, logical_id
+
+
 def test_no_statement_reaches_beyond_the_stack(template: dict[str, Any]) -> None:
     # Given every statement of every function
     statements = [s for f in FUNCTIONS for s in policy_statements(template, f)]
@@ -671,8 +728,9 @@ def test_no_statement_reaches_beyond_the_stack(template: dict[str, Any]) -> None
         "NotificationsTopic",
         "UploadsQueue",
         "FinalizeQueue",
-        "ApiKeySecretName",
-        "WebhookSecretName",
+        "PollQueue",
+        "Routes",
+        "SecretPrefix",
     }
 
     for statement in statements:
@@ -702,6 +760,8 @@ def test_outputs_give_operators_the_names_they_need(template: dict[str, Any]) ->
         "TopicArn": {"Ref": "NotificationsTopic"},
         "TableName": {"Ref": "TasksTable"},
         "UploadsQueueUrl": {"Ref": "UploadsQueue"},
+        "PollQueueUrl": {"Ref": "PollQueue"},
+        "PollDeadLetterQueueUrl": {"Ref": "PollDeadLetterQueue"},
         "DeadLetterQueueUrl": {"Ref": "UploadsDeadLetterQueue"},
         "FinalizeQueueUrl": {"Ref": "FinalizeQueue"},
         "FinalizeDeadLetterQueueUrl": {"Ref": "FinalizeDeadLetterQueue"},

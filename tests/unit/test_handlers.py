@@ -41,8 +41,8 @@ def closed_port() -> int:
 @pytest.fixture
 def env(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     secrets = __import__("boto3").client("secretsmanager")
-    secrets.create_secret(Name="happyhorse/api-key", SecretString="api-key-1")
-    secrets.create_secret(Name="happyhorse/webhook-secret", SecretString=WEBHOOK_SECRET)
+    secrets.create_secret(Name="happyhorse/magnific/api-key", SecretString="api-key-1")
+    secrets.create_secret(Name="happyhorse/magnific/webhook-secret", SecretString=WEBHOOK_SECRET)
     queue_url = aws.sqs.create_queue(QueueName="uploads")["QueueUrl"]
     finalize_url = aws.sqs.create_queue(QueueName="finalize")["QueueUrl"]
     values = {
@@ -51,11 +51,10 @@ def env(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "TOPIC_ARN": aws.topic_arn,
         "UPLOADS_QUEUE_URL": queue_url,
         "FINALIZE_QUEUE_URL": finalize_url,
-        "API_KEY_SECRET_NAME": "happyhorse/api-key",
-        "WEBHOOK_SECRET_NAME": "happyhorse/webhook-secret",
+        "ROUTES": "magnific",
         "WEBHOOK_BASE_URL": "https://hooks.example.com",
-        "PROVIDER_BASE_URL": f"http://127.0.0.1:{closed_port()}",
-        "PROVIDER_TIMEOUT_SECONDS": "2",
+        "MAGNIFIC_BASE_URL": f"http://127.0.0.1:{closed_port()}",
+        "MAGNIFIC_TIMEOUT_SECONDS": "2",
         "VIDEO_ALLOWED_HOSTS": ".example.com",
     }
     for name, value in values.items():
@@ -158,8 +157,8 @@ def finalize_orders(aws: Aws, env: dict[str, str]) -> dict[str, Any]:
 def callback_event(task_id: str, token: str, body: bytes, secret: str = WEBHOOK_SECRET) -> dict[str, Any]:
     request = event("apigw-callback-in-progress.json")
     stamp = datetime.now(UTC)
-    request["pathParameters"] = {"task_id": task_id}
-    request["rawPath"] = request["requestContext"]["http"]["path"] = f"/callbacks/{task_id}"
+    request["pathParameters"] = {"route": "magnific", "task_id": task_id}
+    request["rawPath"] = request["requestContext"]["http"]["path"] = f"/callbacks/magnific/{task_id}"
     request["queryStringParameters"] = {"token": token}
     request["rawQueryString"] = f"token={token}"
     request["body"] = body.decode()

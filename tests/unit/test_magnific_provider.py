@@ -14,7 +14,8 @@ from standardwebhooks import Webhook
 from i2v.domain import Options
 from i2v.errors import BadCallback, ProviderRejected, ProviderUnavailable, Unauthorized
 from i2v.providers.base import ProviderState, SubmitRequest
-from i2v.providers.magnific import MagnificProvider, webhook_key
+from i2v.providers.magnific import MagnificProvider, MagnificSettings
+from i2v.providers.signatures import webhook_key
 
 WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
@@ -33,10 +34,7 @@ class Keys:
 def provider_answering(handler: httpx.MockTransport, secret: str = WHSEC) -> MagnificProvider:
     client = httpx.Client(transport=handler)
     return MagnificProvider(
-        lambda: client,
-        credentials=Keys(secret),
-        base_url="https://api.example.test",
-        api_key_header="x-magnific-api-key",
+        MagnificSettings(base_url="https://api.example.test"), lambda: client, Keys(secret)
     )
 
 

@@ -116,13 +116,28 @@ def update(
     )
 
 
+def routes_of(*providers: FakeProvider) -> Callable[[str], FakeProvider]:
+    known = {p.name: p for p in providers}
+
+    def provider_of(name: str) -> FakeProvider:
+        from i2v.providers import UnknownRoute
+
+        if name not in known:
+            raise UnknownRoute(f"unknown provider route {name!r}")
+        return known[name]
+
+    return provider_of
+
+
 @pytest.fixture
 def call(provider: FakeProvider, progress: Progress) -> Callable[..., UpdateOutcome]:
-    def callback(body: ProviderUpdate, token: str = TOKEN, task_id: str = "t-1") -> UpdateOutcome:
+    def callback(
+        body: ProviderUpdate, token: str = TOKEN, task_id: str = "t-1", route: str = "magnific"
+    ) -> UpdateOutcome:
         request = CallbackRequest(
-            task_id=task_id, token=token, headers={}, body=body.model_dump_json().encode()
+            route=route, task_id=task_id, token=token, headers={}, body=body.model_dump_json().encode()
         )
-        return receive_callback(request, provider=provider, progress=progress)
+        return receive_callback(request, providers=routes_of(provider), progress=progress)
 
     return callback
 
@@ -463,7 +478,7 @@ def test_a_lost_finalize_order_is_reissued_once_stale(
 def test_a_provider_outage_while_polling_leaves_the_task_for_the_next_run(
     sweep: Any, submitted: Task, store: TaskStore, provider: FakeProvider, clock: Clock
 ) -> None:
-    def down(_: str) -> ProviderUpdate:
+    def down(_: str, *, model: str | None = None) -> ProviderUpdate:
         raise ProviderUnavailable("503")
 
     provider.status = down  # type: ignore[method-assign]

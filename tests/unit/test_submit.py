@@ -14,7 +14,7 @@ from i2v.storage import SourceStore
 from i2v.tasks.store import TaskStore
 from i2v.usecases.outcome import Endings
 from i2v.usecases.submit import SubmitConfig, SubmitOutcome, Upload, submit_upload, uploads_in
-from tests.support.fakes import Clock, FakeProvider, Notifications, RecordingMetrics, image_bytes
+from tests.support.fakes import Clock, FakeProvider, FakeRouting, Notifications, RecordingMetrics, image_bytes
 from tests.unit.conftest import Aws
 
 CONFIG = SubmitConfig(
@@ -58,7 +58,7 @@ def run(
             config=config,
             store=store,
             sources=sources,
-            provider=provider,
+            routing=FakeRouting({provider.name: provider}),
             endings=endings,
             metrics=metrics,
             clock=clock,
@@ -85,7 +85,7 @@ def test_a_valid_image_is_submitted_with_a_webhook_and_presigned_url(
     task_id = derive_task_id(aws.bucket, "incoming/été/cat 1.png", "0055AED6DCD90281E5")
     assert request.options == Options(prompt="un chat qui saute é", resolution="720P", duration=7)
     assert request.webhook_url is not None
-    assert request.webhook_url.startswith(f"https://hooks.example.com/callbacks/{task_id}?token=")
+    assert request.webhook_url.startswith(f"https://hooks.example.com/callbacks/magnific/{task_id}?token=")
     assert "X-Amz-Signature=" in request.image_url or "Signature=" in request.image_url
     task = store.get(task_id)
     assert task is not None and task.status is TaskStatus.SUBMITTED

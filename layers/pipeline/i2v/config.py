@@ -27,16 +27,17 @@ class Settings(BaseModel):
     incoming_prefix: str = Field(default="incoming/", alias="INCOMING_PREFIX")
     videos_prefix: str = Field(default="videos/", alias="VIDEOS_PREFIX")
 
-    provider: str = Field(default="magnific", alias="PROVIDER")
-    provider_base_url: str = Field(default="https://api.magnific.com", alias="PROVIDER_BASE_URL")
-    provider_api_key_header: str = Field(default="x-magnific-api-key", alias="PROVIDER_API_KEY_HEADER")
-    provider_model: str = Field(default="happy-horse-1", alias="PROVIDER_MODEL")
-    provider_timeout_seconds: float = Field(default=15.0, gt=0, alias="PROVIDER_TIMEOUT_SECONDS")
+    routes: tuple[str, ...] = Field(default=("magnific",), min_length=1, alias="ROUTES")
+    """The configured routes, primary first (i2v/providers/__init__.py lists them all).
+    Each route's own settings are read from its prefix: i2v/providers/route.py."""
+    route_settings: str = Field(default="", alias="ROUTE_SETTINGS")
+    """`NAME=value` pairs of route settings (read with each route's own, by its prefix)."""
     secret_store: Literal["secretsmanager", "ssm"] = Field(default="secretsmanager", alias="SECRET_STORE")
-    api_key_secret_name: str = Field(alias="API_KEY_SECRET_NAME")
-    webhook_secret_name: str = Field(alias="WEBHOOK_SECRET_NAME")
+    secret_prefix: str = Field(default="happyhorse/", alias="SECRET_PREFIX")
     secret_cache_seconds: int = Field(default=300, ge=0, alias="SECRET_CACHE_SECONDS")
     webhook_base_url: str = Field(default="", alias="WEBHOOK_BASE_URL")
+    poll_queue_url: str = Field(default="", alias="POLL_QUEUE_URL")
+    poll_max_concurrency: int = Field(default=2, ge=1, alias="POLL_MAX_CONCURRENCY")
 
     default_prompt: str = Field(default="", alias="DEFAULT_PROMPT")
     default_resolution: Resolution = Field(default="1080P", alias="DEFAULT_RESOLUTION")
@@ -48,6 +49,7 @@ class Settings(BaseModel):
 
     video_max_bytes: int = Field(default=2 * 1024**3, gt=0, alias="VIDEO_MAX_BYTES")
     video_allowed_hosts: tuple[str, ...] = Field(default=(), alias="VIDEO_ALLOWED_HOSTS")
+    """Hosts every route's videos may also come from, beside the route's own list."""
     video_download_timeout_seconds: float = Field(default=600.0, gt=0, alias="VIDEO_DOWNLOAD_TIMEOUT_SECONDS")
     # Only the local stack turns these on: its simulator serves plain HTTP on loopback.
     video_allow_http: bool = Field(default=False, alias="VIDEO_ALLOW_HTTP")
@@ -63,12 +65,30 @@ class Settings(BaseModel):
     task_deadline_seconds: int = Field(default=7200, ge=60, alias="TASK_DEADLINE_SECONDS")
     retention_days: int = Field(default=90, ge=1, alias="RETENTION_DAYS")
 
-    @field_validator("video_allowed_hosts", mode="before")
+    @field_validator("video_allowed_hosts", "routes", mode="before")
     @classmethod
-    def _split_hosts(cls, value: object) -> object:
+    def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(h.strip().lower() for h in value.split(",") if h.strip())
         return value
+
+    @field_validator("routes", mode="after")
+    @classmethod
+    def _known_routes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from i2v.providers import ROUTES, known_routes
+
+        unknown = [name for name in value if name not in ROUTES]
+        if unknown:
+            raise ValueError(f"unknown routes {unknown}; the routes are: {known_routes()}")
+        if len(value) > 5:
+            raise ValueError("at most 5 routes: the template grants secrets to 5 slots")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a route is listed twice: {list(value)}")
+        return value
+
+    @property
+    def primary_route(self) -> str:
+        return self.routes[0]
 
     @property
     def default_options(self) -> Options:

@@ -30,6 +30,7 @@ TERMINAL_STATES = frozenset(
 )
 
 Resolution = Literal["720P", "1080P"]
+ModelVersion = Literal["1.0", "1.1"]
 
 # One namespace for every task id, so the same upload always maps to the same id.
 _TASK_NAMESPACE = uuid.UUID("6f1c3a52-7d0e-4b8a-9a41-2f3e9c1b5d77")
@@ -58,6 +59,10 @@ class Options(Frozen):
     resolution: Resolution = "1080P"
     duration: int = Field(default=5, ge=3, le=15)
     seed: int | None = Field(default=None, ge=0, le=2_147_483_647)
+    model: ModelVersion | None = None
+    """HappyHorse 1.0 or 1.1, on routes that offer both; None is the route's default, 1.0."""
+    provider: str | None = Field(default=None, max_length=32)
+    """The route the upload asks for; None is the stack's primary route (or its failover)."""
 
 
 class SourceObject(Frozen):

@@ -48,6 +48,14 @@ class ProviderUnavailable(RetryLater):
     code = "PROVIDER_UNAVAILABLE"
 
 
+class ProviderOutcomeUnknown(ProviderUnavailable):
+    """The request reached the provider but no answer came back (a read timeout, a reset
+    after sending): a create call may have made a task. Never resubmitted blindly, never
+    failed over; resolved against the same route first."""
+
+    code = "PROVIDER_OUTCOME_UNKNOWN"
+
+
 class ProviderRejected(PipelineError):
     """The provider refused the task for good (validation error, bad key): the task FAILS."""
 

@@ -8,6 +8,7 @@ collaborators themselves (fakes, or moto-backed real ones).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from functools import cache, partial
 from typing import TYPE_CHECKING
 
 from i2v.aws import client
-from i2v.config import Settings, settings
+from i2v.config import settings
 from i2v.secrets import get_secret
 from i2v.tasks.store import TaskStore
 
@@ -25,34 +26,34 @@ if TYPE_CHECKING:
     from i2v.domain import Task
     from i2v.notify import SnsNotifier
     from i2v.providers.base import Provider
+    from i2v.providers.route import RouteSettings
     from i2v.redelivery import Redelivery
     from i2v.storage import SourceStore
     from i2v.usecases.callback import CallbackRequest
     from i2v.usecases.finalize import FetchVideo, Finalizer, StoredVideo
     from i2v.usecases.outcome import Endings
+    from i2v.usecases.poll import Poller, PollOrder
     from i2v.usecases.progress import FinalizeOrder, Progress, UpdateOutcome
-    from i2v.usecases.submit import SubmitOutcome, Upload
+    from i2v.usecases.submit import ChosenRoute, SubmitOutcome, Upload
 
 
 class SecretCredentials:
-    """Provider secrets read on first use, so each function reads only what it needs."""
+    """One route's secrets, read on first use, so each function reads only what it needs."""
 
-    def __init__(self, config: Settings) -> None:
-        self._config = config
+    def __init__(self, route: RouteSettings) -> None:
+        self._route = route
+
+    def _get(self, name: str, what: str) -> str:
+        if not name:
+            raise RuntimeError(f"this route has no {what} secret")
+        config = settings()
+        return get_secret(name, store=config.secret_store, max_age=config.secret_cache_seconds)
 
     def api_key(self) -> str:
-        return get_secret(
-            self._config.api_key_secret_name,
-            store=self._config.secret_store,
-            max_age=self._config.secret_cache_seconds,
-        )
+        return self._get(self._route.api_key_secret_name, "API key")
 
     def webhook_secret(self) -> str:
-        return get_secret(
-            self._config.webhook_secret_name,
-            store=self._config.secret_store,
-            max_age=self._config.secret_cache_seconds,
-        )
+        return self._get(self._route.webhook_secret_name, "webhook")
 
 
 # -- collaborators ------------------------------------------------------------------------
@@ -80,24 +81,43 @@ def notifier() -> SnsNotifier:
 
 
 @cache
-def provider(name: str) -> Provider:
-    """Route `name`'s adapter, made once per process."""
-    from i2v.providers import create_provider
+def route_settings(name: str) -> RouteSettings:
+    """Route `name`'s settings, from its environment prefix and ROUTE_SETTINGS."""
+    from i2v.providers import route_entry
 
-    config = settings()
+    return route_entry(name).load_settings(os.environ)
+
+
+@cache
+def provider(name: str) -> Provider:
+    """Route `name`'s adapter, made once per process. Any route a task names is served,
+    configured or not any more: a task in flight finishes where it started."""
+    from i2v.providers import route_entry
+
+    config = route_settings(name)
 
     @cache
     def http() -> httpx.Client:
         import httpx
 
-        return httpx.Client(timeout=config.provider_timeout_seconds, follow_redirects=False)
+        return httpx.Client(timeout=config.timeout_seconds, follow_redirects=False)
 
-    return create_provider(name, config, http, SecretCredentials(config))
+    return route_entry(name).factory(config, http, SecretCredentials(config))
 
 
-def stack_provider() -> Provider:
-    """The route new uploads go to (the stack's ProviderName)."""
-    return provider(settings().provider)
+def choose_route(requested: str | None) -> ChosenRoute:
+    """The route a new upload goes to: the one it asks for, else the primary."""
+    from i2v.errors import InvalidOptions
+    from i2v.usecases.submit import ChosenRoute
+
+    configured = settings().routes
+    name = requested or configured[0]
+    if name not in configured:
+        raise InvalidOptions(
+            f"provider {name!r} is not configured on this stack; it has: {', '.join(configured)}",
+            code="ROUTE_NOT_CONFIGURED",
+        )
+    return ChosenRoute(provider=provider(name), settings=route_settings(name))
 
 
 def notify(task: Task) -> None:
@@ -127,11 +147,11 @@ def video_fetcher() -> FetchVideo:
     """Streams into the bucket; the downloader (httpcore, TLS) loads on the first video only."""
     config = settings()
 
-    def fetch(url: str, key: str, metadata: dict[str, str]) -> StoredVideo:
+    def fetch(url: str, key: str, metadata: dict[str, str], route: str) -> StoredVideo:
         from i2v.media.video import DownloadPolicy, stream_video_to_s3
 
         policy = DownloadPolicy(
-            allowed_hosts=config.video_allowed_hosts,
+            allowed_hosts=(*route_settings(route).video_allowed_hosts, *config.video_allowed_hosts),
             allow_http=config.video_allow_http,
             allow_private_networks=config.video_allow_private_networks,
             max_bytes=config.video_max_bytes,
@@ -155,6 +175,13 @@ def finalize_redelivery() -> Redelivery:
     config = settings()
     return _redelivery(
         config.finalize_queue_url, config.finalize_backoff_base_seconds, config.finalize_backoff_max_seconds
+    )
+
+
+def poll_redelivery() -> Redelivery:
+    config = settings()
+    return _redelivery(
+        config.poll_queue_url, config.finalize_backoff_base_seconds, config.finalize_backoff_max_seconds
     )
 
 
@@ -186,20 +213,42 @@ def submit() -> Callable[[Upload, str], SubmitOutcome]:
             ),
             store=task_store(),
             sources=source_store(),
-            provider=stack_provider(),
+            routing=choose_route,
             endings=endings(),
             metrics=metrics,
             clock=time.time,
+            first_poll=poller().first,
         )
 
     return run
 
 
 def callback() -> Callable[[CallbackRequest], UpdateOutcome]:
+    """A webhook is verified by the route its URL names, configured or not any more."""
     from i2v.usecases.callback import receive_callback
 
-    # A webhook does not name its route yet: the stack's route verifies it (issue 7).
-    return partial(receive_callback, provider=stack_provider(), progress=progress())
+    return partial(receive_callback, providers=provider, progress=progress())
+
+
+def schedule_poll(order: PollOrder, delay_seconds: int) -> None:
+    client("sqs").send_message(
+        QueueUrl=settings().poll_queue_url, MessageBody=order.model_dump_json(), DelaySeconds=delay_seconds
+    )
+
+
+@cache
+def poller() -> Poller:
+    from i2v.usecases.poll import Pacer, Poller
+
+    config = settings()
+    return Poller(
+        providers=provider,
+        route_settings=route_settings,
+        progress=progress(),
+        schedule=schedule_poll,
+        pacer=Pacer(concurrency=config.poll_max_concurrency),
+        task_deadline_seconds=config.task_deadline_seconds,
+    )
 
 
 def finalizer() -> Finalizer:

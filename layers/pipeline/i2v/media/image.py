@@ -23,12 +23,6 @@ HEAD_BYTES = 64 * 1024
 # A JPEG with big EXIF/ICC/XMP segments may put its frame header past the first 64 KiB.
 MAX_HEAD_BYTES = 1024 * 1024
 
-MIN_SIDE_PX = 300
-MAX_FILE_BYTES = 10 * 1024 * 1024
-# The longer side may be at most 5/2 of the shorter one.
-MAX_RATIO_NUMERATOR = 5
-MAX_RATIO_DENOMINATOR = 2
-
 SUPPORTED_FORMATS_HINT = "use JPEG, PNG, BMP or WEBP"
 
 
@@ -90,36 +84,6 @@ def inspect_image(head: bytes) -> ImageInfo:
     if width <= 0 or height <= 0:
         raise _corrupt(f"the {image_format.upper()} header gives a size of {width}x{height} px")
     return ImageInfo(format=image_format, width=width, height=height)
-
-
-def check_provider_rules(info: ImageInfo, size: int) -> None:
-    """Raise InvalidImage, with the reason, when the provider would refuse this image."""
-    if info.width < MIN_SIDE_PX or info.height < MIN_SIDE_PX:
-        raise InvalidImage(
-            f"image is {info.width}x{info.height} px; each side must be at least {MIN_SIDE_PX} px",
-            code="IMAGE_TOO_SMALL",
-        )
-    if (
-        MAX_RATIO_DENOMINATOR * info.width > MAX_RATIO_NUMERATOR * info.height
-        or MAX_RATIO_DENOMINATOR * info.height > MAX_RATIO_NUMERATOR * info.width
-    ):
-        raise InvalidImage(
-            f"image aspect ratio is {_ratio(info.width, info.height)} "
-            f"({info.width}x{info.height} px); it must be between 1:2.5 and 2.5:1",
-            code="BAD_ASPECT_RATIO",
-        )
-    if size > MAX_FILE_BYTES:
-        raise InvalidImage(
-            f"image is {size} bytes ({size / 1024 / 1024:.2f} MiB); the limit is "
-            f"{MAX_FILE_BYTES} bytes (10 MiB)",
-            code="IMAGE_TOO_LARGE",
-        )
-
-
-def _ratio(width: int, height: int) -> str:
-    if width >= height:
-        return f"{width / height:.2f}:1"
-    return f"1:{height / width:.2f}"
 
 
 # --- format detection ---------------------------------------------------------------

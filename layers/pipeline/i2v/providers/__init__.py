@@ -1,50 +1,46 @@
-"""The registry of HappyHorse routes: adding one is a module, its simulator and a line here."""
+"""The registry of HappyHorse routes: adding one is its module, its simulator and a line here.
+
+Each module defines `ROUTE` (i2v/providers/route.py). It is imported when a task on that
+route is first seen, so a function loads only the routes it serves.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Mapping
+from functools import cache
 from typing import TYPE_CHECKING
 
 from i2v.errors import PipelineError
-from i2v.providers.base import Credentials, Provider
 
 if TYPE_CHECKING:
-    import httpx
+    from i2v.providers.route import Route
 
-    from i2v.config import Settings
-
-# The HTTP client is made on first use: a function that only verifies webhooks never pays
-# for importing httpx.
-HttpClient = Callable[[], "httpx.Client"]
-
-
-def _magnific(settings: Settings, http: HttpClient, credentials: Credentials) -> Provider:
-    from i2v.providers.magnific import MagnificProvider
-
-    return MagnificProvider(
-        http,
-        credentials=credentials,
-        base_url=settings.provider_base_url,
-        api_key_header=settings.provider_api_key_header,
-        model=settings.provider_model,
-    )
-
-
-REGISTRY: dict[str, Callable[[Settings, HttpClient, Credentials], Provider]] = {
-    "magnific": _magnific,
+ROUTES: Mapping[str, str] = {
+    "magnific": "i2v.providers.magnific",
+    "dashscope": "i2v.providers.dashscope",
+    "apiyi": "i2v.providers.apiyi",
+    "aimlapi": "i2v.providers.aimlapi",
+    "fal": "i2v.providers.fal",
 }
 
 
 class UnknownRoute(PipelineError):
-    """A task or a setting names a route this deployment does not have."""
+    """A task, an upload or a setting names a route this deployment does not have."""
 
     code = "UNKNOWN_ROUTE"
 
 
-def create_provider(name: str, settings: Settings, http: HttpClient, credentials: Credentials) -> Provider:
-    """The adapter of route `name`: the stack's route for new tasks, a task's own for the rest."""
+def known_routes() -> str:
+    return ", ".join(ROUTES)
+
+
+@cache
+def route_entry(name: str) -> Route:
+    """Route `name`'s registry entry; raises UnknownRoute listing the routes there are."""
     try:
-        factory = REGISTRY[name]
-    except KeyError:
-        raise UnknownRoute(f"unknown provider route {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
-    return factory(settings, http, credentials)
+        module = ROUTES[name]
+    except (KeyError, TypeError):
+        raise UnknownRoute(f"unknown provider route {name!r}; the routes are: {known_routes()}") from None
+    entry: Route = importlib.import_module(module).ROUTE
+    return entry

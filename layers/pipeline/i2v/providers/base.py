@@ -21,6 +21,9 @@ class ProviderState(StrEnum):
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    GONE = "GONE"
+    """The provider does not know the task id (never created, or expired): DashScope's
+    `UNKNOWN`, a 404 on a status endpoint. Terminal once the task is past its grace."""
 
 
 class SubmitRequest(Frozen):
@@ -46,6 +49,9 @@ class Credentials(Protocol):
 
 
 class Provider(Protocol):
+    """A route's adapter. `submit` and `status` raise ProviderUnavailable (retry later) or
+    ProviderRejected (fail the task); the shared HTTP rules are i2v/providers/http.py."""
+
     name: str
     supports_webhooks: bool
 
@@ -56,12 +62,15 @@ class Provider(Protocol):
         """
         ...
 
-    def status(self, provider_task_id: str) -> ProviderUpdate:
-        """Ask for a task's current status (the reconciler's safety net, and polling routes)."""
+    def status(self, provider_task_id: str, *, model: str | None = None) -> ProviderUpdate:
+        """Ask for a task's current status (polls, the finalizer and the reconciler).
+
+        `model` is the task's HappyHorse version (`Options.model`): some routes' status
+        paths name the model."""
         ...
 
-    def estimate_cost_usd(self, options: Options) -> float | None:
-        """What the task will likely cost, for the record; None when unknown."""
+    def cancel(self, provider_task_id: str, *, model: str | None = None) -> bool:
+        """Ask the provider to stop a task we gave up on; False where the route cannot."""
         ...
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> ProviderUpdate:

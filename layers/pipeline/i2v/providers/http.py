@@ -2,9 +2,11 @@
 
 A route's adapter builds its request (URL, headers, JSON body) and reads the JSON it gets
 back; `call_json` does the rest the same way for every route:
-- no answer (timeout, connection reset, DNS) and 408, 425, 429, 500, 502, 503, 504 raise
-  ProviderUnavailable, with the answer's Retry-After (seconds or an HTTP date) when there
-  is one: the task is retried later with backoff (i2v/redelivery.py), never dropped;
+- no connection (DNS, refused, connect timeout) and 408, 425, 429, 500, 502, 503, 504
+  raise ProviderUnavailable, with the answer's Retry-After (seconds or an HTTP date) when
+  there is one: the task is retried later with backoff (i2v/redelivery.py), never dropped;
+- a request sent but never answered (read or write timeout, a reset mid-exchange) raises
+  ProviderOutcomeUnknown: for a create call the provider may have made the task;
 - any other 4xx or 5xx raises ProviderRejected with the provider's own words (`message`,
   `detail`, `title`, `error`, `invalid_params` / validation lists) and the code
   `PROVIDER_HTTP_<status>`: the task fails with that reason;
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from i2v.errors import ProviderRejected, ProviderUnavailable
+from i2v.errors import ProviderOutcomeUnknown, ProviderRejected, ProviderUnavailable
 
 if TYPE_CHECKING:
     import httpx
@@ -42,10 +44,10 @@ def call_json(
 
     try:
         response = http().request(method, url, json=body, headers=dict(headers))
-    except httpx.TimeoutException as exc:
-        raise ProviderUnavailable(f"{route} timed out: {type(exc).__name__}") from exc
-    except httpx.TransportError as exc:
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol) as exc:
         raise ProviderUnavailable(f"{route} unreachable: {type(exc).__name__}") from exc
+    except httpx.TransportError as exc:  # sent, or partly sent, and never answered
+        raise ProviderOutcomeUnknown(f"{route} did not answer: {type(exc).__name__}") from exc
     if response.status_code in TRANSIENT_STATUSES:
         raise ProviderUnavailable(
             f"{route} answered {response.status_code}: {error_message(response)}",

@@ -1,27 +1,50 @@
 """Route 1: Magnific (formerly the Freepik API). Webhooks signed like Standard Webhooks.
 
 Wire format: ../shared/PROVIDERS.md section 1. What the provider does not publish
-(pagination, webhook retries, rate-limit headers, tolerance window) is noted where it
-matters below.
+(pagination, webhook retries, rate-limit headers, tolerance window, its video CDN's host)
+is a setting, noted where it matters below.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from i2v.domain import ErrorInfo, Options
-from i2v.errors import BadCallback, ProviderUnavailable, Unauthorized
+from i2v.domain import ErrorInfo
+from i2v.errors import BadCallback, ProviderRejected, ProviderUnavailable
 from i2v.providers.base import Credentials, ProviderState, ProviderUpdate, SubmitRequest
 from i2v.providers.http import call_json
-
-if TYPE_CHECKING:
-    import httpx
+from i2v.providers.route import HttpClient, Route, RouteSettings
+from i2v.providers.signatures import verify_standard_webhook
 
 NAME = "magnific"
+
+
+class MagnificSettings(RouteSettings):
+    """`MAGNIFIC_*`. https://api.freepik.com serves the same paths as the default base URL."""
+
+    base_url: str = "https://api.magnific.com"
+    api_key_header: str = "x-magnific-api-key"  # older name: x-freepik-api-key
+    model_1_0: str = "happy-horse-1"
+    model_1_1: str = "happy-horse-1-1"
+    # The CDN host of the videos is not published: check it against a real callback.
+    video_allowed_hosts: tuple[str, ...] = (".magnific.com", ".freepik.com")
+    price_720p: float | None = 0.182
+    price_1080p: float | None = 0.312
+    image_formats: tuple[str, ...] = ("jpeg", "png", "bmp", "webp")
+    image_max_bytes: int = 10 * 1024 * 1024
+    image_min_side_px: int = 300
+    image_max_aspect_ratio: float | None = 2.5
+    prompt_max_chars: int = 2500
+    # A webhook route: the first status check is the safety net for a lost webhook.
+    first_poll_seconds: int = 300
+    poll_interval_seconds: int = 60
+    poll_rate_per_second: float = 10.0  # unpublished
+    result_ttl_seconds: int = 24 * 3600  # unpublished
+
 
 # The one place provider statuses are mapped. Unknown values stay non-terminal.
 STATUS_MAP = {
@@ -30,9 +53,6 @@ STATUS_MAP = {
     "COMPLETED": ProviderState.SUCCEEDED,
     "FAILED": ProviderState.FAILED,
 }
-
-# Reseller prices per generated second (PROVIDERS.md); an estimate, not a bill.
-PRICE_PER_SECOND_USD = {"720P": 0.182, "1080P": 0.312}
 
 
 class MagnificTask(BaseModel):
@@ -59,31 +79,18 @@ def to_update(task: MagnificTask) -> ProviderUpdate:
     )
 
 
-def webhook_key(secret: str) -> str | bytes:
-    """Standard Webhooks `whsec_<base64>` secrets are decoded; anything else is raw UTF-8."""
-    return secret if secret.startswith("whsec_") else secret.encode("utf-8")
-
-
 class MagnificProvider:
     name = NAME
     supports_webhooks = True
 
-    def __init__(
-        self,
-        http: Callable[[], httpx.Client],
-        *,
-        credentials: Credentials,
-        base_url: str = "https://api.magnific.com",
-        api_key_header: str = "x-magnific-api-key",
-        model: str = "happy-horse-1",
-    ) -> None:
+    def __init__(self, settings: MagnificSettings, http: HttpClient, credentials: Credentials) -> None:
+        self._settings = settings
         self._http = http
         self._credentials = credentials
-        self._endpoint = f"{base_url.rstrip('/')}/v1/ai/image-to-video/{model}"
-        self._api_key_header = api_key_header
+        self._base = f"{settings.base_url.rstrip('/')}/v1/ai/image-to-video"
 
     def _request(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
-        headers = {self._api_key_header: self._credentials.api_key(), "accept": "application/json"}
+        headers = {self._settings.api_key_header: self._credentials.api_key(), "accept": "application/json"}
         return call_json(self._http, method, url, route="Magnific", headers=headers, body=body)
 
     def _task(self, payload: Any) -> MagnificTask:
@@ -94,6 +101,12 @@ class MagnificProvider:
             raise ProviderUnavailable(
                 f"Magnific sent an unexpected body: {exc.error_count()} errors"
             ) from exc
+
+    def _endpoint(self, version: str) -> str:
+        model = self._settings.model_id(version)
+        if model is None:
+            raise ProviderRejected(f"Magnific does not offer HappyHorse {version}", code="UNSUPPORTED_OPTION")
+        return f"{self._base}/{model}"
 
     def submit(self, request: SubmitRequest) -> str:
         options = request.options
@@ -108,32 +121,34 @@ class MagnificProvider:
             body["seed"] = options.seed
         if request.webhook_url:
             body["webhook_url"] = request.webhook_url
-        return self._task(self._request("POST", self._endpoint, body)).task_id
+        endpoint = self._endpoint(options.model or "1.0")
+        return self._task(self._request("POST", endpoint, body)).task_id
 
-    def status(self, provider_task_id: str) -> ProviderUpdate:
+    def status(self, provider_task_id: str, *, model: str | None = None) -> ProviderUpdate:
         from urllib.parse import quote
 
-        payload = self._request("GET", f"{self._endpoint}/{quote(provider_task_id, safe='')}")
-        return to_update(self._task(payload))
+        url = f"{self._endpoint(model or '1.0')}/{quote(provider_task_id, safe='')}"
+        return to_update(self._task(self._request("GET", url)))
+
+    def cancel(self, provider_task_id: str, *, model: str | None = None) -> bool:
+        return False  # Magnific documents no cancel call
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> ProviderUpdate:
-        self._verify_signature(headers, body)
+        verify_standard_webhook(
+            headers, body, self._credentials.webhook_secret(), encoding=self._settings.webhook_key_encoding
+        )
         try:
             task = MagnificTask.model_validate(json.loads(body))
         except (ValueError, ValidationError) as exc:
             raise BadCallback("webhook body is not a Magnific task object") from exc
         return to_update(task)
 
-    def _verify_signature(self, headers: Mapping[str, str], body: bytes) -> None:
-        # The reference package checks the headers, the +-5 minute window (the provider's
-        # own window is unpublished) and every `v1,` entry of the header (key rotation).
-        from standardwebhooks import Webhook
 
-        lowered = {k.lower(): v for k, v in headers.items()}
-        try:
-            Webhook(webhook_key(self._credentials.webhook_secret())).verify(body, lowered, json_parse=False)
-        except Exception as exc:
-            raise Unauthorized(f"webhook signature rejected ({type(exc).__name__})") from exc
-
-    def estimate_cost_usd(self, options: Options) -> float | None:
-        return round(PRICE_PER_SECOND_USD[options.resolution] * options.duration, 3)
+ROUTE = Route(
+    name=NAME,
+    title="Magnific",
+    settings=MagnificSettings,
+    factory=MagnificProvider,
+    webhooks=True,
+    webhook_secret=True,
+)

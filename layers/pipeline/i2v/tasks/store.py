@@ -191,6 +191,7 @@ class TaskStore:
         *,
         now: float,
         token_hash: str | None = None,
+        route: str | None = None,
         provider_task_id: str | None = None,
         set_: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
@@ -198,7 +199,8 @@ class TaskStore:
         """Move an open task to the open state `to`, if the lifecycle allows it from where it is.
 
         With `token_hash`, the write also authenticates a callback: it applies only to the
-        task whose token that is. With `provider_task_id`, only to the task of that
+        task whose token that is. With `route`, only to a task on that route (a webhook
+        names the route that signed it). With `provider_task_id`, only to the task of that
         provider task (recorded then, if the submit step has not done it yet).
         """
         if to in TERMINAL_STATES:
@@ -211,6 +213,9 @@ class TaskStore:
         if token_hash is not None:
             condition += " AND token_hash = :token_hash"
             values[":token_hash"] = token_hash
+        if route is not None:
+            condition += " AND #provider.#name = :route"
+            values[":route"] = route
         if provider_task_id is not None:
             condition += (
                 " AND (attribute_not_exists(#provider.#task_id) OR #provider.#task_id = :provider_task_id)"
@@ -360,6 +365,7 @@ class _UpdateExpression:
             "#owner": "owner",
             "#provider": "provider",
             "#task_id": "task_id",
+            "#name": "name",
         }
         self.values: dict[str, Any] = dict(values or {})
         self._set: dict[str, str] = {}

@@ -7,9 +7,10 @@ no read. A finished task's video is downloaded from the finalize queue, not here
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from i2v.errors import Unauthorized
 from i2v.observability import logger
 from i2v.providers.base import Provider
 from i2v.tokens import hash_token
@@ -18,17 +19,33 @@ from i2v.usecases.progress import Progress, UpdateOutcome, apply_update
 
 @dataclass(frozen=True)
 class CallbackRequest:
+    route: str
+    """The route the callback URL names: its adapter verifies the signature."""
     task_id: str
     token: str
     headers: Mapping[str, str]
     body: bytes
 
 
-def receive_callback(request: CallbackRequest, *, provider: Provider, progress: Progress) -> UpdateOutcome:
-    """Raises Unauthorized (bad signature, unknown task, wrong token) or BadCallback (an
-    authentic body that cannot be read, or one about another provider task)."""
+def receive_callback(
+    request: CallbackRequest, *, providers: Callable[[str], Provider], progress: Progress
+) -> UpdateOutcome:
+    """Raises Unauthorized (an unknown route, a bad signature, an unknown task, a wrong
+    token, a task on another route) or BadCallback (an authentic body that cannot be read,
+    or one about another provider task)."""
+    from i2v.providers import UnknownRoute
+
+    try:
+        provider = providers(request.route)
+    except UnknownRoute as exc:
+        raise Unauthorized(exc.message) from exc
     update = provider.parse_callback(request.headers, request.body)
     logger.info("provider update", extra={"provider_status": update.raw_status})
     return apply_update(
-        request.task_id, update, progress, via="callback", token_hash=hash_token(request.token)
+        request.task_id,
+        update,
+        progress,
+        via="callback",
+        token_hash=hash_token(request.token),
+        route=request.route,
     )

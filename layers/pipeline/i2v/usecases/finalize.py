@@ -37,7 +37,8 @@ class StoredVideo(Protocol):
 
 
 # (video url, destination key, object metadata) -> what was stored
-FetchVideo = Callable[[str, str, dict[str, str]], StoredVideo]
+FetchVideo = Callable[[str, str, dict[str, str], str], StoredVideo]
+"""(video URL, object key, object metadata, the task's route) -> the stored video."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Finalizer:
             return self._end(task, outcome, error=error)
         try:
             url = self._video_url(order, attempt)
-            stored = self.fetch_video(url, video_key(task, self.config), _metadata(task))
+            stored = self.fetch_video(url, video_key(task, self.config), _metadata(task), task.provider.name)
         except (DownloadFailed, ProviderRejected, RetryLater) as exc:
             permanent = isinstance(exc, ProviderRejected) or (
                 isinstance(exc, DownloadFailed) and exc.permanent
@@ -119,7 +120,9 @@ class Finalizer:
         provider_task_id = order.task.provider.task_id
         if provider_task_id is None:
             raise RetryLater("the provider's task id is not known yet", code="VIDEO_URL_MISSING")
-        update = self.providers(order.task.provider.name).status(provider_task_id)
+        update = self.providers(order.task.provider.name).status(
+            provider_task_id, model=order.task.options.model
+        )
         if update.state is ProviderState.SUCCEEDED and update.video_url:
             return update.video_url
         if update.state is ProviderState.FAILED and update.error is not None:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
 from i2v.domain import ErrorInfo, Frozen, Task, TaskStatus
 from i2v.errors import BadCallback, Unauthorized
@@ -53,45 +54,57 @@ def apply_update(
     *,
     via: str,
     token_hash: str | None = None,
+    route: str | None = None,
 ) -> UpdateOutcome:
-    """Record `update` on the task; with `token_hash`, only if that is the task's token.
+    """Record `update` on the task; with `token_hash`, only if that is the task's token;
+    with `route`, only if the task is on that route (the route that signed a webhook).
 
-    Raises Unauthorized (no such task, or not its token) and BadCallback (the update is
-    for another provider task). A write the lifecycle refuses is a no-op: a duplicate or
-    late update.
+    Raises Unauthorized (no such task, not its token, not its route) and BadCallback (the
+    update is for another provider task). A write the lifecycle refuses is a no-op: a
+    duplicate or late update.
     """
     store, now = progress.store, progress.clock()
+    guard = partial(
+        store.move,
+        task_id,
+        now=now,
+        token_hash=token_hash,
+        route=route,
+        provider_task_id=update.provider_task_id,
+    )
     if update.state is ProviderState.RUNNING:
-        written = store.move(
-            task_id,
-            TaskStatus.RUNNING,
-            now=now,
-            token_hash=token_hash,
-            provider_task_id=update.provider_task_id,
-        )
-        return _settled(written, update, token_hash, UpdateOutcome.RUNNING)
-    if update.state in (ProviderState.SUCCEEDED, ProviderState.FAILED):
+        written = guard(TaskStatus.RUNNING)
+        return _settled(written, update, token_hash, route, UpdateOutcome.RUNNING)
+    if update.state in _FINISHED:
         outcome = TaskStatus.SUCCEEDED if update.state is ProviderState.SUCCEEDED else TaskStatus.FAILED
         error = None
         if outcome is TaskStatus.FAILED:
-            error = update.error or ErrorInfo(code="PROVIDER_FAILED", message=update.raw_status)
-        written = store.move(
-            task_id,
-            TaskStatus.FINALIZING,
-            now=now,
-            token_hash=token_hash,
-            provider_task_id=update.provider_task_id,
-            set_=_finalizing_fields(outcome, via, error),
-        )
-        settled = _settled(written, update, token_hash, UpdateOutcome.FINALIZING)
+            error = (
+                update.error
+                or _FINISHED[update.state]
+                or ErrorInfo(code="PROVIDER_FAILED", message=update.raw_status)
+            )
+        written = guard(TaskStatus.FINALIZING, set_=_finalizing_fields(outcome, via, error))
+        settled = _settled(written, update, token_hash, route, UpdateOutcome.FINALIZING)
         if written.task is not None:
             progress.enqueue(FinalizeOrder(task=written.task, video_url=update.video_url))
             logger.info("finalization queued", extra={"outcome": outcome.value, "via": via})
         return settled
     if token_hash is not None:
         # Nothing to write, so nothing to authenticate the callback with but a read.
-        _settled(Write(None, store.get(task_id)), update, token_hash, UpdateOutcome.UNCHANGED)
+        _settled(Write(None, store.get(task_id)), update, token_hash, route, UpdateOutcome.UNCHANGED)
     return UpdateOutcome.UNCHANGED
+
+
+# The provider states that finish a task, with the error a GONE task fails with.
+_FINISHED: dict[ProviderState, ErrorInfo | None] = {
+    ProviderState.SUCCEEDED: None,
+    ProviderState.FAILED: None,
+    ProviderState.GONE: ErrorInfo(
+        code="PROVIDER_TASK_GONE",
+        message="the provider does not know the task (never created there, or expired)",
+    ),
+}
 
 
 def begin_finalization(
@@ -121,7 +134,7 @@ def new_finalize_id() -> str:
 
 
 def _settled(
-    written: Write, update: ProviderUpdate, token_hash: str | None, applied: UpdateOutcome
+    written: Write, update: ProviderUpdate, token_hash: str | None, route: str | None, applied: UpdateOutcome
 ) -> UpdateOutcome:
     if written.task is not None:
         logger.set_correlation_id(written.task.task_id)
@@ -129,6 +142,8 @@ def _settled(
     before = written.before
     if token_hash is not None and not token_hash_matches(before, token_hash):
         raise Unauthorized("unknown task or wrong callback token")
+    if route is not None and before is not None and before.provider.name != route:
+        raise Unauthorized("the callback came on another route's URL")
     if before is None:
         return UpdateOutcome.UNCHANGED  # the reconciler's task is gone (expired): nothing to do
     logger.set_correlation_id(before.task_id)

@@ -79,7 +79,7 @@ def _visit(
         return "timed_out" if queued else "unchanged"
     if task.status is TaskStatus.RECEIVED or task.provider.task_id is None:
         return "awaiting_submission"  # the uploads queue retries it with backoff
-    update = providers(task.provider.name).status(task.provider.task_id)
+    update = providers(task.provider.name).status(task.provider.task_id, model=task.options.model)
     logger.info("provider status polled", extra={"provider_status": update.raw_status})
     if update.state is ProviderState.RUNNING and not may_move(task.status, TaskStatus.RUNNING):
         return "unchanged"  # no write: the lifecycle would refuse it anyway

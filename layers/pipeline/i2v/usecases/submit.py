@@ -18,14 +18,16 @@ from i2v.domain import (
     derive_task_id,
 )
 from i2v.errors import InvalidInput, PipelineError, ProviderRejected, ProviderUnavailable
-from i2v.media.image import check_provider_rules, read_image_info
+from i2v.media.image import read_image_info
 from i2v.observability import MetricsSink, MetricUnit, logger
 from i2v.options import is_sidecar, resolve_options
 from i2v.providers.base import Provider, SubmitRequest
+from i2v.providers.route import RouteSettings
 from i2v.storage import SourceStore
 from i2v.tasks.store import TaskStore
 from i2v.tokens import hash_token, new_token
 from i2v.usecases.outcome import Endings
+from i2v.usecases.poll import PollOrder
 
 
 class SubmitOutcome(StrEnum):
@@ -76,6 +78,21 @@ def uploads_in(message: dict[str, Any]) -> Iterator[Upload]:
 
 
 @dataclass(frozen=True)
+class ChosenRoute:
+    provider: Provider
+    settings: RouteSettings
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+
+Routing = Callable[[str | None], ChosenRoute]
+"""(the route an upload asks for, or None) -> the route that takes it. Raises
+InvalidOptions for a route this stack has not configured."""
+
+
+@dataclass(frozen=True)
 class SubmitConfig:
     defaults: Options
     incoming_prefix: str
@@ -91,17 +108,20 @@ def submit_upload(
     config: SubmitConfig,
     store: TaskStore,
     sources: SourceStore,
-    provider: Provider,
+    routing: Routing,
     endings: Endings,
     metrics: MetricsSink,
     clock: Callable[[], float],
+    first_poll: Callable[[PollOrder], None] = lambda order: None,
 ) -> SubmitOutcome:
     """Take one upload to SUBMITTED (or REJECTED / FAILED). `owner` is the queue message.
 
-    Two writes on the way: the claim, which already holds the image's facts, the options
-    and the callback token's hash (a fast provider may call back at once), then the
-    provider's task id. Raises ProviderUnavailable when the provider cannot take the task
-    now: the message comes back later, and the task stays claimable.
+    Two writes on the way: the claim, which already holds the image's facts, the options,
+    the route and the callback token's hash (a fast provider may call back at once), then
+    the provider's task id. An image or option the route cannot take is rejected before
+    any paid call. A polling route's task gets its first status check scheduled
+    (`first_poll`). Raises ProviderUnavailable when the provider cannot take the task now:
+    the message comes back later, and the task stays claimable.
     """
     if not upload.key.startswith(config.incoming_prefix) or upload.key.endswith("/"):
         logger.info("not an upload under the incoming prefix, skipped")
@@ -116,8 +136,10 @@ def submit_upload(
         bucket=upload.bucket, key=upload.key, version_id=upload.version_id, size=upload.size
     )
     rejection: Rejection | None = None
+    route: ChosenRoute | None = None
     try:
         source, options = _inspect(source, config, sources)
+        route = _route_for(source, options, routing)
     except Rejection as rejected:
         rejection = rejected
         source, options = rejected.source, rejected.options or config.defaults
@@ -129,10 +151,10 @@ def submit_upload(
         status=TaskStatus.RECEIVED,
         source=source,
         options=options,
-        provider=ProviderRef(name=provider.name),
+        provider=ProviderRef(name=route.name if route else (options.provider or _REJECTED_ROUTE)),
         token_hash=hash_token(token),
         owner=owner,
-        estimated_cost_usd=provider.estimate_cost_usd(options),
+        estimated_cost_usd=route.settings.estimate_cost_usd(options) if route else None,
         received_at=now,
         updated_at=now,
     )
@@ -145,6 +167,10 @@ def submit_upload(
         logger.info("upload rejected", extra={"code": exc.code, "reason": exc.message})
         endings.end(task_id, TaskStatus.REJECTED, owner=owner, error=_error(exc))
         return SubmitOutcome.REJECTED
+    assert route is not None
+    if claimed.provider.name != route.name:
+        route = routing(claimed.provider.name)  # a retry stays on the route first claimed
+    provider = route.provider
     try:
         provider_task_id = provider.submit(_request(claimed, token, config, sources, provider))
     except ProviderRejected as exc:
@@ -155,10 +181,51 @@ def submit_upload(
         store.release_submission(task_id, owner=owner, error=_error(exc).model_dump(), now=clock())
         metrics.add_metric(name="ProviderUnavailable", unit=MetricUnit.Count, value=1)
         raise
-    store.mark_submitted(task_id, provider_task_id=provider_task_id, now=clock())
-    logger.info("submitted", extra={"provider_task_id": provider_task_id})
+    submitted_at = clock()
+    store.mark_submitted(task_id, provider_task_id=provider_task_id, now=submitted_at)
+    logger.info("submitted", extra={"provider_task_id": provider_task_id, "route": provider.name})
     metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=1)
+    if not provider.supports_webhooks:
+        _schedule_first_poll(
+            PollOrder(
+                task_id=task_id,
+                route=provider.name,
+                provider_task_id=provider_task_id,
+                model=claimed.options.model,
+                submitted_at=submitted_at,
+            ),
+            first_poll,
+            metrics,
+        )
     return SubmitOutcome.SUBMITTED
+
+
+# The route recorded on a task rejected before any route could take it (an upload that
+# names no configured route, say): no provider is ever asked about it.
+_REJECTED_ROUTE = "none"
+
+
+def _schedule_first_poll(
+    order: PollOrder, first_poll: Callable[[PollOrder], None], metrics: MetricsSink
+) -> None:
+    try:
+        first_poll(order)
+    except Exception:
+        # The task is submitted and recorded: the reconciler polls it if no chain does.
+        logger.exception("first status check not scheduled; the reconciler will poll the task")
+        metrics.add_metric(name="PollNotScheduled", unit=MetricUnit.Count, value=1)
+
+
+def _route_for(source: SourceObject, options: Options, routing: Routing) -> ChosenRoute:
+    """The route that takes the upload, once its rules accept the image and the options."""
+    try:
+        route = routing(options.provider)
+        assert source.width is not None and source.height is not None and source.image_format is not None
+        route.settings.check_image(source.image_format, source.width, source.height, source.size or 0)
+        route.settings.check_options(options, route=route.name)
+    except InvalidInput as exc:
+        raise Rejection(exc, source, options) from exc
+    return route
 
 
 def _claim(
@@ -191,7 +258,7 @@ def _request(
     webhook_url = None
     if provider.supports_webhooks:
         base = config.webhook_base_url.rstrip("/")
-        webhook_url = f"{base}/callbacks/{quote(task.task_id)}?token={token}"
+        webhook_url = f"{base}/callbacks/{quote(provider.name)}/{quote(task.task_id)}?token={token}"
     source = task.source
     return SubmitRequest(
         image_url=sources.presign(
@@ -219,7 +286,7 @@ class Rejection(Exception):
 def _inspect(
     source: SourceObject, config: SubmitConfig, sources: SourceStore
 ) -> tuple[SourceObject, Options]:
-    """The upload's facts and options, checked against the provider's rules.
+    """The upload's facts and options (the route's rules are checked next).
 
     Options are resolved even when the image is bad, so a rejection reports both; an
     image problem is the reason given first.
@@ -248,7 +315,6 @@ def _inspect(
         source = source.model_copy(
             update={"width": info.width, "height": info.height, "image_format": info.format}
         )
-        check_provider_rules(info, head.size)
     except InvalidInput as exc:
         raise Rejection(exc, source, options) from exc
     if options is None:

@@ -333,10 +333,7 @@ class LocalStack(BackgroundService):
         overrides: dict[str, str] = {}
         for name, simulator in self.simulators.items():
             prefix = name.upper() + "_"
-            overrides[prefix + "BASE_URL"] = simulator.url
-            jwks_url = getattr(simulator, "jwks_url", None)
-            if isinstance(jwks_url, str):
-                overrides[prefix + "JWKS_URL"] = jwks_url
+            overrides |= {prefix + key: value for key, value in simulator.pipeline_settings().items()}
             if self._poll_seconds is not None:
                 overrides[prefix + "FIRST_POLL_SECONDS"] = str(self._poll_seconds)
                 overrides[prefix + "POLL_INTERVAL_SECONDS"] = str(self._poll_seconds)

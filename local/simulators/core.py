@@ -456,6 +456,10 @@ class Simulator(BackgroundService, Generic[R]):
     def video_url(self, task_id: str) -> str:
         return f"{self.url}/videos/{task_id}.mp4"
 
+    def pipeline_settings(self) -> dict[str, str]:
+        """The route settings (names after the route's prefix) that point the pipeline here."""
+        return {"BASE_URL": self.url}
+
     # -- HTTP routing -----------------------------------------------------------------------
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:

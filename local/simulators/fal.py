@@ -289,6 +289,9 @@ class FalSimulator(core.Simulator[CreateRequest]):
             return sock
         return self._ssl_context.wrap_socket(sock, server_side=True)
 
+    def pipeline_settings(self) -> dict[str, str]:
+        return {**super().pipeline_settings(), "JWKS_URL": self.url + JWKS_PATH}
+
     @property
     def url(self) -> str:
         if self._ssl_context is None or self._public_url:

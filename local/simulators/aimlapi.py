@@ -10,9 +10,11 @@ and the documented messages where the docs give one. A polling route: no webhook
 Everything else (tasks, faults, workers, rendering, video serving, the control API and the
 command line) is the core, local/simulators/core.py.
 
-What the docs leave open is a constructor option, said so where it is used: the image rules
-(the product's own, from `AimlapiSettings`), the answer for an unknown or expired id (404
-here), the poll rate limit (off unless set) and how long a generation is kept.
+The image may be an http(s) URL or a base64 `data:` URL, as the docs allow (the core
+decodes it). What the docs leave open is a constructor option, said so where it is used:
+the image rules (the product's own, from `AimlapiSettings`), the answer for an unknown or
+expired id (404 here), the poll rate limit (off unless set; the core's rate window) and
+how long a generation is kept.
 
 Run it on its own: `python -m local.simulators.aimlapi --help` (see docs/simulator.md).
 """
@@ -22,15 +24,13 @@ from __future__ import annotations
 import hmac
 import io
 import os
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Self
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from PIL import Image
 
@@ -38,7 +38,7 @@ from i2v.errors import InvalidImage
 from i2v.media.image import inspect_image
 from i2v.providers.aimlapi import GENERATIONS_PATH, AimlapiSettings
 from local.simulators import core
-from local.simulators.core import Reply, SimTask, State, TaskFailed, is_int, json_reply
+from local.simulators.core import HttpRequest, Reply, SimTask, State, TaskFailed, is_int, json_reply
 
 _DEFAULTS = AimlapiSettings()
 MODELS = (_DEFAULTS.model_1_0, _DEFAULTS.model_1_1)
@@ -79,7 +79,7 @@ ERROR_MESSAGES: dict[int, str] = {
     503: "Service unavailable",
     504: "Generation timeout",
 }
-SUBMIT_ERROR_STATUSES = frozenset({400, 401, 403, 429, 500, 502, 503, 504})
+ERROR_STATUSES = frozenset({400, 401, 403, 429, 500, 502, 503, 504})  # injectable on create and read
 UNKNOWN_GENERATION = "Generation not found"  # unpublished: the answer is assumed to be a 404
 
 __all__ = [
@@ -109,9 +109,9 @@ class CreateRequest:
 
 @dataclass
 class Faults(core.Faults):
-    """Faults to inject; counts apply to the next N create calls or tasks."""
+    """Faults to inject; counts apply to the next N create calls, reads or tasks."""
 
-    SUBMIT_ERROR_STATUSES: ClassVar[frozenset[int]] = SUBMIT_ERROR_STATUSES
+    ERROR_STATUSES: ClassVar[frozenset[int]] = ERROR_STATUSES
 
 
 def validate_create_body(body: object, *, models: Sequence[str] = MODELS) -> tuple[str, CreateRequest] | str:
@@ -140,17 +140,23 @@ def validate_create_body(body: object, *, models: Sequence[str] = MODELS) -> tup
 
 def _image_problem(body: dict[str, Any]) -> str | None:
     # The schema makes `image_url` optional (text-to-video); this simulator renders from an
-    # image only, and fetches http(s) URLs only (the docs also take a Base64 data: URL).
+    # image only: an http(s) URL or a Base64 data: URL, the two the docs name.
     url = body.get("image_url")
     if url is None:
         return "image_url: Required (the simulator renders image-to-video only)"
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-        return "image_url: Invalid url (the simulator fetches http and https URLs only)"
+    if not isinstance(url, str) or not _image_url(url):
+        return "image_url: Invalid url (an http(s) URL or a data: URL)"
     for field in ("reference_image_urls", "video_url"):
         if field in body:
             return f"{field}: not simulated (reference and video-to-video generations)"
     return None
+
+
+def _image_url(url: str) -> bool:
+    if url.startswith("data:"):
+        return core.is_data_url(url)
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _options_problem(body: dict[str, Any]) -> str | None:
@@ -176,38 +182,6 @@ def _options_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
-class _PollWindow:
-    """At most `rate` status reads in any one-second window (one account)."""
-
-    def __init__(self, rate: float) -> None:
-        self._rate = rate
-        self._reads: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def over(self) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            while self._reads and now - self._reads[0] >= 1.0:
-                self._reads.popleft()
-            if len(self._reads) >= self._rate:
-                return True
-            self._reads.append(now)
-            return False
-
-
-class _QueryHandler(core._RequestHandler):
-    """Hands the request's query string to the simulator: the core passes `route` the path
-    only, and the status call is `?generation_id=`."""
-
-    def _serve(self, method: str) -> None:
-        assert isinstance(self.server, core._Server) and isinstance(self.server.simulator, AimlapiSimulator)
-        self.server.simulator._request_query.value = urlsplit(self.path).query
-        try:
-            super()._serve(method)
-        finally:
-            self.server.simulator._request_query.value = ""
-
-
 class AimlapiSimulator(core.Simulator[CreateRequest]):
     """The AI/ML API route's simulator (see `core.Simulator` for the shared behaviour).
 
@@ -220,6 +194,7 @@ class AimlapiSimulator(core.Simulator[CreateRequest]):
     TITLE = "AI/ML API"
     STATUS_NAMES = STATUS_NAMES
     IMAGE_MAX_BYTES = FETCH_MAX_BYTES
+    BODY_MAX_BYTES = core.data_url_body_max(FETCH_MAX_BYTES)
     FAULTS = Faults
 
     def __init__(
@@ -249,41 +224,32 @@ class AimlapiSimulator(core.Simulator[CreateRequest]):
             progress_delay=progress_delay,
             render_workers=render_workers,
             public_url=public_url,
+            poll_rate_per_second=poll_rate_per_second,
         )
         self._api_key = api_key.encode()
         self._models = tuple(m for m in models if m)
-        self._polls = _PollWindow(poll_rate_per_second) if poll_rate_per_second else None
         self._ttl = generation_ttl_seconds
-        self._request_query = threading.local()
-
-    def start(self) -> Self:
-        super().start()
-        # Before any client knows the address: every request goes through _QueryHandler.
-        assert self._server is not None
-        self._server.RequestHandlerClass = _QueryHandler
-        return self
 
     # -- routes ---------------------------------------------------------------------------
 
-    def route(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply | None:
-        if path.rstrip("/") != GENERATIONS_PATH:
+    def route(self, request: HttpRequest) -> Reply | None:
+        if request.path.rstrip("/") != GENERATIONS_PATH:
             return None
-        if not self._authorized(headers):
+        if not self._authorized(request.headers):
             return self.error_reply(401)
-        if method == "POST":
-            return self.submit("", body, headers)
-        if method != "GET":
+        if request.method == "POST":
+            return self.submit(request)  # the model is in the body
+        if request.method != "GET":
             return self.error_reply(405)
-        return self._read()
+        return self._read(request.query.get("generation_id", []))
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
         scheme, _, key = headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), self._api_key)
 
-    def _read(self) -> Reply:
-        if self._polls is not None and self._polls.over():
-            return self.error_reply(429)
-        ids = parse_qs(getattr(self._request_query, "value", "")).get("generation_id", [])
+    def _read(self, ids: Sequence[str]) -> Reply:
+        if (refused := self.refused_status_read()) is not None:
+            return refused
         if len(ids) != 1 or not ids[0]:
             return _error(400, f"{ERROR_MESSAGES[400]}\ngeneration_id: Required")
         generation_id = ids[0]
@@ -295,13 +261,7 @@ class AimlapiSimulator(core.Simulator[CreateRequest]):
 
     # -- wire hooks -----------------------------------------------------------------------
 
-    def submit(self, model: str, raw_body: bytes, headers: Mapping[str, str]) -> Reply:
-        # The model is in the body, not the path: record the create call under it.
-        body = core.parse_json(raw_body)
-        named = body.get("model") if isinstance(body, dict) else None
-        return super().submit(named if isinstance(named, str) else model, raw_body, headers)
-
-    def parse_request(self, body: object, headers: Mapping[str, str]) -> CreateRequest | Reply:
+    def parse_request(self, body: object, request: HttpRequest) -> CreateRequest | Reply:
         parsed = validate_create_body(body, models=self._models)
         if isinstance(parsed, str):
             return _error(400, f"{ERROR_MESSAGES[400]}\n{parsed}")
@@ -365,17 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         AimlapiSimulator.ROUTE,
         "AI/ML API-compatible HappyHorse image-to-video simulator (loopback).",
         default_port=8093,
+        default_poll_rate=0,
     )
     parser.add_argument(
         "--api-key",
         default=os.environ.get("AIMLAPI_SIM_API_KEY"),
         help="Bearer key clients must send (or env AIMLAPI_SIM_API_KEY)",
-    )
-    parser.add_argument(
-        "--poll-rate",
-        type=float,
-        default=0,
-        help="status reads per second before 429, 0 for no limit (default: %(default)s)",
     )
     parser.add_argument(
         "--generation-ttl",
@@ -389,7 +344,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return core.serve_until_stopped(
         lambda: AimlapiSimulator(
             api_key=args.api_key,
-            poll_rate_per_second=args.poll_rate or None,
             generation_ttl_seconds=args.generation_ttl,
             **core.common_options(args),
         ),

@@ -1,18 +1,22 @@
 """What every route's simulator shares; a route's module adds only its wire format.
 
 The core owns the task store and its lifecycle (the neutral `State`s a wire module maps to
-its status names), the control API (`/_sim/faults`, `/_sim/state`, `/_sim/reset`), fault
-injection, one worker per task (image fetch through the presigned URL, the route's image
-check, rendering with local/render.py), video serving at `/videos/{task_id}.mp4`,
-webhook delivery (drop, duplicate, delay, retry; one record per attempt), the HTTP server
-and the command line. A route subclasses `Simulator` and fills in its hooks: the API
-routes, request parsing, task and webhook bodies, error bodies and webhook signing.
-See docs/simulator.md ("Layout").
+its status names, with the time each was reached), the control API (`/_sim/faults`,
+`/_sim/state`, `/_sim/reset`, `/_sim/forget/{task_id}`), fault injection on create calls,
+status reads and tasks, a one-second rate window on status reads, one worker per task
+(image fetch through the presigned URL or from a `data:` URL, the route's image check,
+rendering with local/render.py), video serving at `/videos/{task_id}.mp4`, webhook
+delivery (drop, duplicate, delay, retry; one record per attempt), the HTTP server (each
+request handed to the route with its query parsed) and the command line. A route
+subclasses `Simulator` and fills in its hooks: the API routes, request parsing, task and
+webhook bodies, error bodies and webhook signing. See docs/simulator.md ("The core").
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import contextlib
 import json
 import logging
@@ -24,14 +28,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeGuard, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit, urlunsplit
 
 import httpx
 
@@ -44,6 +48,7 @@ WEBHOOK_RETRY_MAX_DELAY_SECONDS = 10.0
 STOP_JOIN_SECONDS = 15.0
 
 _VIDEO_PATH = re.compile(r"^/videos/([A-Za-z0-9-]+)\.mp4$")
+_FORGET_PATH = re.compile(r"^/_sim/forget/([^/]+)$")
 
 COUNTERS = (
     "create_requests",
@@ -88,17 +93,35 @@ class TaskRequest(Protocol):
 R = TypeVar("R", bound=TaskRequest)
 
 
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request as a route's `route()` gets it."""
+
+    method: str
+    path: str  # without the query string
+    query: Mapping[str, list[str]]  # every value of each parameter, blank ones kept
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+    def param(self, name: str) -> str | None:
+        """The first value of query parameter `name`, or None when it is absent."""
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
 @dataclass
 class Faults:
-    """Faults to inject; counts apply to the next N create calls or tasks.
+    """Faults to inject; counts apply to the next N create calls, status reads or tasks.
 
-    A route narrows `SUBMIT_ERROR_STATUSES` to the statuses it has error bodies for.
+    A route narrows `ERROR_STATUSES` to the statuses it has error bodies for (the ones
+    `submit_errors` and `status_errors` may hold).
     """
 
-    SUBMIT_ERROR_STATUSES: ClassVar[frozenset[int]] = frozenset(range(400, 600))
+    ERROR_STATUSES: ClassVar[frozenset[int]] = frozenset(range(400, 600))
 
     submit_errors: list[int] = field(default_factory=list)
-    retry_after: int | None = None
+    status_errors: list[int] = field(default_factory=list)
+    retry_after: int | None = None  # sent with injected 429s, on create calls and status reads
     drop_webhooks: int = 0
     fail_tasks: int = 0
     duplicate_webhooks: bool = False
@@ -115,11 +138,12 @@ class Faults:
             self._check(name, value)
         merged = replace(self, **changes)  # type: ignore[arg-type]
         merged.submit_errors = list(merged.submit_errors)
+        merged.status_errors = list(merged.status_errors)
         return merged
 
     def _check(self, name: str, value: object) -> None:
-        if name == "submit_errors":
-            allowed = self.SUBMIT_ERROR_STATUSES
+        if name in ("submit_errors", "status_errors"):
+            allowed = self.ERROR_STATUSES
             valid = isinstance(value, list) and all(is_int(v) and v in allowed for v in value)
             expected = f"a list of statuses among {sorted(allowed)}"
         elif name == "retry_after":
@@ -149,6 +173,8 @@ class SimTask(Generic[R]):
     failure_reason: str | None = None
     drop_webhooks: bool = False
     forced_failure: bool = False
+    # When each state was reached (time.time()); set by the core, read by task bodies.
+    times: dict[State, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -179,8 +205,10 @@ class Simulator(BackgroundService, Generic[R]):
     ROUTE: ClassVar[str]  # module name, e.g. "magnific": logger, thread and server names
     TITLE: ClassVar[str]  # for people, e.g. "Magnific"
     STATUS_NAMES: ClassVar[Mapping[State, str]]  # the wire's name for each state
-    IMAGE_MAX_BYTES: ClassVar[int]  # the fetch stops reading past this size
+    IMAGE_MAX_BYTES: ClassVar[int]  # the fetch stops reading (or decoding) past this size
     FAULTS: ClassVar[type[Faults]] = Faults
+    # Larger bodies answer 413; a route taking data: URLs makes room (`data_url_body_max`).
+    BODY_MAX_BYTES: ClassVar[int] = REQUEST_BODY_MAX_BYTES
 
     def __init__(
         self,
@@ -191,11 +219,14 @@ class Simulator(BackgroundService, Generic[R]):
         progress_delay: float = 0.2,
         render_workers: int = 2,
         public_url: str | None = None,
+        poll_rate_per_second: float | None = None,
     ) -> None:
         if render_max_long_side is not None and render_max_long_side < 16:
             raise ValueError("render_max_long_side must be at least 16 pixels")
         if render_workers < 1:
             raise ValueError("render_workers must be at least 1")
+        if poll_rate_per_second is not None and poll_rate_per_second < 0:
+            raise ValueError("poll_rate_per_second must be >= 0 (0 or None: no limit)")
         # Named, not __name__: the same logger whether imported or run with `python -m`.
         self.logger = logging.getLogger(f"local.simulators.{self.ROUTE}")
         self._host = host
@@ -204,6 +235,7 @@ class Simulator(BackgroundService, Generic[R]):
         self._progress_delay = progress_delay
         self._render_slots = threading.BoundedSemaphore(render_workers)
         self._public_url = public_url.rstrip("/") if public_url else None
+        self._status_reads = RateWindow(poll_rate_per_second) if poll_rate_per_second else None
 
         self._lock = threading.Condition()
         self._tasks: dict[str, SimTask[R]] = {}
@@ -221,12 +253,16 @@ class Simulator(BackgroundService, Generic[R]):
 
     # -- wire hooks (a route's module implements these) ----------------------------------
 
-    def route(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply | None:
-        """Answer a request to the route's API, or None when the path is not one of its."""
+    def route(self, request: HttpRequest) -> Reply | None:
+        """Answer a request to the route's API, or None when the path is not one of its.
+
+        A create call goes to `self.submit(request, model)`; a status, poll or result read
+        starts with `self.refused_status_read()`."""
         raise NotImplementedError
 
-    def parse_request(self, body: object, headers: Mapping[str, str]) -> R | Reply:
-        """The create body (JSON, or None when not JSON) as a request, or the error reply."""
+    def parse_request(self, body: object, request: HttpRequest) -> R | Reply:
+        """The create body (JSON, or None when not JSON) as a request, or the error reply;
+        `request` has the call's headers and query."""
         raise NotImplementedError
 
     def created_reply(self, task: SimTask[R]) -> Reply:
@@ -238,7 +274,8 @@ class Simulator(BackgroundService, Generic[R]):
         raise NotImplementedError
 
     def error_reply(self, status: int, *, retry_after: int | None = None) -> Reply:
-        """The route's error answer for an HTTP status (404, 405, 413 and submit errors)."""
+        """The route's error answer for an HTTP status (404, 405, 413, injected errors and
+        the rate window's 429)."""
         raise NotImplementedError
 
     def check_image(self, data: bytes) -> None:
@@ -252,13 +289,6 @@ class Simulator(BackgroundService, Generic[R]):
     def webhook_headers(self, webhook_id: str, body: str) -> dict[str, str]:
         """Headers of one delivery attempt (signed afresh for each attempt)."""
         return {"content-type": "application/json"}
-
-    def fetch_image(self, url: str) -> bytes:
-        """The task's image; a route that takes other URLs (e.g. `data:`) reads those itself."""
-        return self._fetch_image(url)
-
-    def state_changed(self, task: SimTask[R]) -> None:
-        """Called under the lock after each state change (e.g. to stamp times); no-op by default."""
 
     def listening_socket(self, sock: socket.socket) -> socket.socket:
         """The listening socket as the server will use it: a route serving HTTPS returns it
@@ -338,6 +368,21 @@ class Simulator(BackgroundService, Generic[R]):
                     video.unlink(missing_ok=True)
             self._lock.notify_all()
 
+    def forget(self, task_id: str) -> bool:
+        """Drop a task as the provider does an expired one: from now on the route answers for
+        its id as for an unknown id, its video is gone, and it sends no more webhooks (its
+        worker stops at its next step, a delivery under way at its next attempt). The
+        records in `state()` stay. False when no such task is stored."""
+        with self._lock:
+            task = self._tasks.pop(task_id, None)
+            self._lock.notify_all()
+        if task is None:
+            return False
+        if self._video_dir is not None:
+            self._video_path(task_id).unlink(missing_ok=True)
+        self.logger.info("task %s forgotten", task_id)
+        return True
+
     def state(self) -> dict[str, Any]:
         """Counters, tasks by status, faults and the recorded create requests and webhooks."""
         with self._lock:
@@ -405,14 +450,20 @@ class Simulator(BackgroundService, Generic[R]):
         """The lock guarding tasks, faults and records."""
         return self._lock
 
-    def submit(self, model: str, raw_body: bytes, headers: Mapping[str, str]) -> Reply:
-        """Handle a create call: record it, answer an injected error, or parse and start a task."""
-        body = parse_json(raw_body)
+    def submit(self, request: HttpRequest, model: str | None = None) -> Reply:
+        """Handle a create call: record it, answer an injected error, or parse and start a task.
+
+        `model` is the one the path names; None takes the body's `model` field (a route
+        whose model is in the body), "" when it has none."""
+        body = parse_json(request.body)
+        if model is None:
+            named = body.get("model") if isinstance(body, dict) else None
+            model = named if isinstance(named, str) else ""
         with self._lock:
             self._counters["create_requests"] += 1
             record: dict[str, Any] = {
                 "model": model,
-                "body": body if body is not None else raw_body.decode(errors="replace"),
+                "body": body if body is not None else request.body.decode(errors="replace"),
                 "received_at": time.time(),
                 "response_status": None,
                 "task_id": None,
@@ -422,11 +473,11 @@ class Simulator(BackgroundService, Generic[R]):
                 record["response_status"] = status = self._faults.submit_errors.pop(0)
                 retry_after = self._faults.retry_after if status == 429 else None
                 return self.error_reply(status, retry_after=retry_after)
-            request = self.parse_request(body, headers)
-            if isinstance(request, Reply):
-                record["response_status"] = request.status
-                return request
-            task = self._new_task(model, request)
+            parsed = self.parse_request(body, request)
+            if isinstance(parsed, Reply):
+                record["response_status"] = parsed.status
+                return parsed
+            task = self._new_task(model, parsed)
             # Taken before the worker starts: the answer says CREATED however fast the task runs.
             created = self.created_reply(task)
             record["response_status"], record["task_id"] = created.status, task.task_id
@@ -435,14 +486,29 @@ class Simulator(BackgroundService, Generic[R]):
             "task %s %s (%s, %d s)",
             task.task_id,
             self.STATUS_NAMES[State.CREATED],  # not the task's own: it may have moved on
-            request.resolution,
-            request.duration,
+            parsed.resolution,
+            parsed.duration,
         )
         return created
 
+    def refused_status_read(self) -> Reply | None:
+        """The answer to a status, poll or result read that does not get through: the next
+        injected `status_errors` status (429 with the `retry_after` fault), else the route's
+        429 past `poll_rate_per_second` reads in the last second. None: answer the read."""
+        with self._lock:
+            if self._faults.status_errors:
+                status = self._faults.status_errors.pop(0)
+                retry_after = self._faults.retry_after if status == 429 else None
+                return self.error_reply(status, retry_after=retry_after)
+        if self._status_reads is not None and not self._status_reads.admit():
+            return self.error_reply(429)
+        return None
+
     def _new_task(self, model: str, request: R) -> SimTask[R]:
         """Create and store a task, consuming the per-task faults (caller holds the lock)."""
-        task = SimTask(task_id=str(uuid.uuid4()), model=model, request=request, created_at=time.time())
+        now = time.time()
+        task_id = str(uuid.uuid4())
+        task = SimTask(task_id, model, request, created_at=now, times={State.CREATED: now})
         if self._faults.drop_webhooks > 0:
             self._faults.drop_webhooks -= 1
             task.drop_webhooks = True
@@ -462,18 +528,22 @@ class Simulator(BackgroundService, Generic[R]):
 
     # -- HTTP routing -----------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
-        """Answer one HTTP request. `headers` has lower-case names."""
-        if path.startswith("/_sim/"):
-            return self._handle_control(method, path, body)
-        if match := _VIDEO_PATH.match(path):
-            return self._video(match.group(1)) if method in ("GET", "HEAD") else self.error_reply(405)
-        reply = self.route(method, path, headers, body)
+    def handle(self, request: HttpRequest) -> Reply:
+        """Answer one HTTP request."""
+        if request.path.startswith("/_sim/"):
+            return self._handle_control(request.method, request.path, request.body)
+        if match := _VIDEO_PATH.match(request.path):
+            if request.method not in ("GET", "HEAD"):
+                return self.error_reply(405)
+            return self._video(match.group(1))
+        reply = self.route(request)
         return reply if reply is not None else self.error_reply(404)
 
     def _handle_control(self, method: str, path: str, body: bytes) -> Reply:
         if (method, path) == ("POST", "/_sim/faults"):
             return self._post_faults(body)
+        if method == "POST" and (match := _FORGET_PATH.match(path)):
+            return self._post_forget(match.group(1))
         if (method, path) == ("POST", "/_sim/reset"):
             self.reset()
             return json_reply(200, self.state())
@@ -491,6 +561,11 @@ class Simulator(BackgroundService, Generic[R]):
             return json_reply(200, {"faults": self.set_faults(**changes)})
         except ValueError as exc:
             return json_reply(400, {"message": str(exc)})
+
+    def _post_forget(self, task_id: str) -> Reply:
+        if self.forget(task_id):
+            return json_reply(200, {"forgotten": task_id})
+        return json_reply(404, {"message": f"no task {task_id}"})
 
     def _video(self, task_id: str) -> Reply:
         with self._lock:
@@ -532,7 +607,7 @@ class Simulator(BackgroundService, Generic[R]):
 
     def _work_on(self, task: SimTask[R]) -> None:
         self._pause(self._progress_delay)
-        image = self.fetch_image(task.request.image_url)
+        image = self._fetch_image(task.request.image_url)
         self.check_image(image)
         self._advance(task, State.IN_PROGRESS)
         self._pause(self._progress_delay)
@@ -557,9 +632,19 @@ class Simulator(BackgroundService, Generic[R]):
             self._advance(task, State.FAILED, failure_reason=reason)
 
     def _fetch_image(self, url: str) -> bytes:
+        """The image at `url`: fetched over HTTP, or decoded from a `data:` URL (a route
+        that does not take those refuses them when it validates the create call)."""
+        limit = self.IMAGE_MAX_BYTES
+        if url.startswith("data:"):
+            try:
+                image = data_url_bytes(url)
+            except ValueError as exc:
+                raise TaskFailed(f"image data URL cannot be read: {exc}") from exc
+            if len(image) > limit:
+                raise TaskFailed(f"image is larger than {limit // (1024 * 1024)} MB")
+            return image
         if self._http is None:
             raise _TaskAbandoned
-        limit = self.IMAGE_MAX_BYTES
         try:
             with self._http.stream("GET", url, follow_redirects=True) as response:
                 if response.status_code != 200:
@@ -585,12 +670,11 @@ class Simulator(BackgroundService, Generic[R]):
     ) -> None:
         """Record a state change, then send its webhook (after, so a status read agrees)."""
         with self._lock:
-            if self._stopping.is_set() or self._tasks.get(task.task_id) is not task:
-                raise _TaskAbandoned
+            self._check_stored(task)
             task.state = state
             task.video_url = video_url
             task.failure_reason = failure_reason
-            self.state_changed(task)
+            task.times[state] = time.time()
             status = self.status_name(task)
             payload = self.webhook_body(task)
             faults = replace(self._faults)
@@ -610,15 +694,27 @@ class Simulator(BackgroundService, Generic[R]):
         body = json.dumps(payload, separators=(",", ":"))
         webhook_id = f"msg_{uuid.uuid4().hex}"
         for _ in range(2 if faults.duplicate_webhooks else 1):
-            self._deliver(webhook_url, webhook_id, body, task.task_id, status, faults.webhook_retries)
+            self._deliver(webhook_url, webhook_id, body, task, status, faults.webhook_retries)
 
-    def _deliver(self, url: str, webhook_id: str, body: str, task_id: str, status: str, retries: int) -> None:
+    def _check_stored(self, task: SimTask[R]) -> None:
+        """Raise _TaskAbandoned once the task was forgotten (or reset) or the simulator stops
+        (the caller holds the lock)."""
+        if self._stopping.is_set() or self._tasks.get(task.task_id) is not task:
+            raise _TaskAbandoned
+
+    def _deliver(
+        self, url: str, webhook_id: str, body: str, task: SimTask[R], status: str, retries: int
+    ) -> None:
         """POST one webhook; with `retries` > 0, retry failures with a backoff.
 
         Every attempt keeps the webhook id and gets fresh headers (`webhook_headers`), as
-        Standard Webhooks senders do (the providers' own behaviour is unknown).
+        Standard Webhooks senders do (the providers' own behaviour is unknown). A task
+        forgotten meanwhile gets no further attempt.
         """
+        task_id = task.task_id
         for attempt in range(1, retries + 2):
+            with self._lock:
+                self._check_stored(task)
             started = time.monotonic()
             answer, retry_after = self._post_webhook(url, webhook_id, body)
             elapsed_ms = (time.monotonic() - started) * 1000
@@ -706,15 +802,21 @@ class _RequestHandler(BaseHTTPRequestHandler):
         started = time.monotonic()
         assert isinstance(self.server, _Server)
         simulator = self.server.simulator
-        path = urlsplit(self.path).path
+        target = urlsplit(self.path)
+        path = target.path
         length = int(self.headers.get("content-length") or 0)
-        if length > REQUEST_BODY_MAX_BYTES:
+        if length > simulator.BODY_MAX_BYTES:
             self.close_connection = True
             reply = simulator.error_reply(413)
         else:
-            body = self.rfile.read(length) if length else b""
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            reply = simulator.handle(method, path, headers, body)
+            request = HttpRequest(
+                method=method,
+                path=path,
+                query=parse_qs(target.query, keep_blank_values=True),
+                headers={name.lower(): value for name, value in self.headers.items()},
+                body=self.rfile.read(length) if length else b"",
+            )
+            reply = simulator.handle(request)
         self._send(reply, include_body=method != "HEAD")
         # One line per request: no headers (API key), no query string (presigned URLs).
         simulator.logger.info(
@@ -784,6 +886,49 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
+def is_data_url(url: str) -> bool:
+    """Whether `url` has the form of a `data:` URL (`data:[<type>][;base64],<data>`)."""
+    return url.startswith("data:") and "," in url
+
+
+def data_url_bytes(url: str) -> bytes:
+    """The bytes a `data:` URL carries (base64 or percent-encoded); ValueError says why not."""
+    if not is_data_url(url):
+        raise ValueError("not a data: URL")
+    header, _, data = url.partition(",")
+    if not header.endswith(";base64"):
+        return unquote_to_bytes(data)
+    try:
+        return base64.b64decode(data, validate=True)
+    except binascii.Error as exc:
+        raise ValueError("not valid base64") from exc
+
+
+def data_url_body_max(image_max_bytes: int) -> int:
+    """A create body limit with room for a base64 `data:` URL of the largest image."""
+    return REQUEST_BODY_MAX_BYTES + -(-image_max_bytes // 3) * 4
+
+
+class RateWindow:
+    """Admits at most `rate` events in any one-second window (thread-safe)."""
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._admitted: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def admit(self) -> bool:
+        """Count one event if it fits the window; False (not counted) when it does not."""
+        now = time.monotonic()
+        with self._lock:
+            while self._admitted and now - self._admitted[0] >= 1.0:
+                self._admitted.popleft()
+            if len(self._admitted) >= self._rate:
+                return False
+            self._admitted.append(now)
+            return True
+
+
 def without_query(url: str) -> str:
     """The URL without query and fragment: webhook tokens and signatures stay out of logs."""
     parts = urlsplit(url)
@@ -793,8 +938,11 @@ def without_query(url: str) -> str:
 # -- command line ------------------------------------------------------------------------------
 
 
-def cli_parser(route: str, description: str, *, default_port: int) -> argparse.ArgumentParser:
-    """A parser with the options every simulator has; the route adds its credentials."""
+def cli_parser(
+    route: str, description: str, *, default_port: int, default_poll_rate: float | None = None
+) -> argparse.ArgumentParser:
+    """A parser with the options every simulator has; the route adds its credentials. A
+    polling route gives `default_poll_rate` (0: no limit) to get `--poll-rate`."""
     parser = argparse.ArgumentParser(prog=f"python -m local.simulators.{route}", description=description)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument(
@@ -821,13 +969,20 @@ def cli_parser(route: str, description: str, *, default_port: int) -> argparse.A
     parser.add_argument(
         "--public-url", default=None, help="base URL put in video links (default: the listening address)"
     )
+    if default_poll_rate is not None:
+        parser.add_argument(
+            "--poll-rate",
+            type=float,
+            default=default_poll_rate,
+            help="status reads per second before 429, 0 for no limit (default: %(default)s)",
+        )
     parser.add_argument("--log-level", default="INFO", help="(default: %(default)s)")
     return parser
 
 
 def common_options(args: argparse.Namespace) -> dict[str, Any]:
     """The `Simulator` keyword arguments from the options `cli_parser` added."""
-    return {
+    options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
         "render_max_long_side": args.render_max_long_side,
@@ -835,6 +990,9 @@ def common_options(args: argparse.Namespace) -> dict[str, Any]:
         "render_workers": args.render_workers,
         "public_url": args.public_url,
     }
+    if "poll_rate" in vars(args):
+        options["poll_rate_per_second"] = args.poll_rate or None
+    return options
 
 
 def serve_until_stopped(build: Callable[[], Simulator[Any]], log_level: str) -> int:

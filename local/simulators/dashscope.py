@@ -5,9 +5,9 @@ asynchronous create call (Bearer key, `X-DashScope-Async: enable` required, the 
 body, the image as `input.media[]` with a `first_frame`, `parameters`), the task query at
 `{prefix}/tasks/{task_id}` with its statuses (an unknown or expired id answers `UNKNOWN` with
 HTTP 200), error bodies `{request_id, code, message}` and the documented query rate (20 per
-second, then 429). A polling route: no webhooks. Everything else (tasks, faults, workers,
-rendering, video serving, the control API and the command line) is the core,
-local/simulators/core.py.
+second, then 429: the core's rate window). A polling route: no webhooks. Everything else
+(tasks, faults, workers, the `data:` image URLs the route takes, rendering, video serving,
+the control API and the command line) is the core, local/simulators/core.py.
 
 The path prefix is a constructor option, so APIYI (the same protocol behind another base URL
 and prefix) is this class with another prefix: local/simulators/apiyi.py. Facts PROVIDERS.md
@@ -18,28 +18,24 @@ Run it on its own: `python -m local.simulators.dashscope --help` (see docs/simul
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import io
 import os
 import re
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import urlsplit
 
 from PIL import Image
 
 from i2v.errors import InvalidImage
 from i2v.media.image import inspect_image
 from local.simulators import core
-from local.simulators.core import Reply, SimTask, State, TaskFailed, is_int, json_reply
+from local.simulators.core import HttpRequest, Reply, SimTask, State, TaskFailed, is_int, json_reply
 
 MODELS = ("happyhorse-1.0-i2v", "happyhorse-1.1-i2v")
 DEFAULT_PATH_PREFIX = "/api/v1"
@@ -80,7 +76,7 @@ ERROR_CODES: dict[int, tuple[str, str]] = {
     500: ("InternalError", "An internal error has occured, please try again later."),
     503: ("ServiceUnavailable", "The service is unavailable, please try again later."),
 }
-SUBMIT_ERROR_STATUSES = frozenset({400, 401, 429, 500, 503})
+ERROR_STATUSES = frozenset({400, 401, 429, 500, 503})  # injectable on create calls and queries
 # PROVIDERS.md says a create call without `X-DashScope-Async: enable` is refused, not how:
 # the status, code and message are the `sync_refusal` constructor option.
 SYNC_REFUSAL = (403, "AccessDenied", "current user api does not support synchronous calls")
@@ -113,9 +109,9 @@ class CreateRequest:
 
 @dataclass
 class Faults(core.Faults):
-    """Faults to inject; counts apply to the next N create calls or tasks."""
+    """Faults to inject; counts apply to the next N create calls, task queries or tasks."""
 
-    SUBMIT_ERROR_STATUSES: ClassVar[frozenset[int]] = SUBMIT_ERROR_STATUSES
+    ERROR_STATUSES: ClassVar[frozenset[int]] = ERROR_STATUSES
 
 
 def validate_create_body(
@@ -169,9 +165,9 @@ def _first_frame(value: object) -> tuple[str, str] | str:
 
 
 def _url_problem(url: str) -> bool:
+    if url.startswith("data:"):
+        return not core.is_data_url(url)
     parts = urlsplit(url)
-    if parts.scheme == "data":
-        return "," not in url
     return parts.scheme not in ("http", "https") or not parts.netloc
 
 
@@ -209,6 +205,7 @@ class DashScopeSimulator(core.Simulator[CreateRequest]):
     TITLE = "Model Studio (DashScope)"
     STATUS_NAMES = STATUS_NAMES
     IMAGE_MAX_BYTES = IMAGE_MAX_BYTES
+    BODY_MAX_BYTES = core.data_url_body_max(IMAGE_MAX_BYTES)
     FAULTS = Faults
     DEFAULT_PATH_PREFIX: ClassVar[str] = DEFAULT_PATH_PREFIX
     DURATION_MIN: ClassVar[int] = DURATION_MIN
@@ -244,6 +241,7 @@ class DashScopeSimulator(core.Simulator[CreateRequest]):
             progress_delay=progress_delay,
             render_workers=render_workers,
             public_url=public_url,
+            poll_rate_per_second=poll_rate_per_second,
         )
         self._api_key = api_key.encode()
         self.path_prefix = _prefix(path_prefix if path_prefix is not None else self.DEFAULT_PATH_PREFIX)
@@ -257,11 +255,7 @@ class DashScopeSimulator(core.Simulator[CreateRequest]):
         # BMP: unknown (PROVIDERS.md); taken by default, like the other routes.
         self._image_formats = (*IMAGE_FORMATS, "bmp") if accept_bmp else IMAGE_FORMATS
         self._task_ttl = task_ttl_seconds
-        self._poll_rate = poll_rate_per_second
-        self._polls: deque[float] = deque()
-        self._poll_lock = threading.Lock()
         self._sync_refusal = sync_refusal
-        self._times: dict[str, dict[str, float]] = {}
 
     @property
     def base_url(self) -> str:
@@ -270,44 +264,33 @@ class DashScopeSimulator(core.Simulator[CreateRequest]):
 
     # -- routes ---------------------------------------------------------------------------
 
-    def route(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply | None:
-        if path.rstrip("/") == f"{self.path_prefix}{CREATE_SUFFIX}":
-            return self._create(method, headers, body)
-        match = self._task_path.match(path)
+    def route(self, request: HttpRequest) -> Reply | None:
+        if request.path.rstrip("/") == f"{self.path_prefix}{CREATE_SUFFIX}":
+            return self._create(request)
+        match = self._task_path.match(request.path)
         if match is None:
             return None
-        if not self._authorized(headers):
+        if not self._authorized(request.headers):
             return self.error_reply(401)
-        if method != "GET":
+        if request.method != "GET":
             return self.error_reply(405)
-        return self.error_reply(429) if self._throttled() else self._query(match.group(1))
+        if (refused := self.refused_status_read()) is not None:
+            return refused
+        return self._query(match.group(1))
 
-    def _create(self, method: str, headers: Mapping[str, str], body: bytes) -> Reply:
-        if not self._authorized(headers):
+    def _create(self, request: HttpRequest) -> Reply:
+        if not self._authorized(request.headers):
             return self.error_reply(401)
-        if method != "POST":
+        if request.method != "POST":
             return self.error_reply(405)
-        if headers.get("x-dashscope-async", "").strip().lower() != "enable":
+        if request.headers.get("x-dashscope-async", "").strip().lower() != "enable":
             status, code, message = self._sync_refusal
             return _error(status, code, message)
-        return self.submit("", body, headers)
+        return self.submit(request)  # the model is in the body
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
         scheme, _, key = headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), self._api_key)
-
-    def _throttled(self) -> bool:
-        """Over the documented query rate (one window of one second, for the one account)."""
-        if not self._poll_rate:
-            return False
-        now = time.monotonic()
-        with self._poll_lock:
-            while self._polls and now - self._polls[0] >= 1.0:
-                self._polls.popleft()
-            if len(self._polls) >= self._poll_rate:
-                return True
-            self._polls.append(now)
-            return False
 
     def _query(self, task_id: str) -> Reply:
         with self.locked():
@@ -322,13 +305,7 @@ class DashScopeSimulator(core.Simulator[CreateRequest]):
 
     # -- wire hooks -----------------------------------------------------------------------
 
-    def submit(self, model: str, raw_body: bytes, headers: Mapping[str, str]) -> Reply:
-        # The model is in the body, not the path: record the create call under it.
-        body = core.parse_json(raw_body)
-        named = body.get("model") if isinstance(body, dict) else None
-        return super().submit(named if isinstance(named, str) else model, raw_body, headers)
-
-    def parse_request(self, body: object, headers: Mapping[str, str]) -> CreateRequest | Reply:
+    def parse_request(self, body: object, request: HttpRequest) -> CreateRequest | Reply:
         parsed = validate_create_body(body, models=self._models, duration_min=self._duration_min)
         if isinstance(parsed, str):
             return _error(400, "InvalidParameter", parsed)
@@ -340,48 +317,27 @@ class DashScopeSimulator(core.Simulator[CreateRequest]):
 
     def task_body(self, task: SimTask[CreateRequest]) -> dict[str, Any]:
         """The task's `output` object; keys appear as their facts become known."""
-        times = self._times.get(task.task_id, {})
         body: dict[str, Any] = {
             "task_id": task.task_id,
             "task_status": self.status_name(task),
             "submit_time": _timestamp(task.created_at),
         }
-        if "scheduled" in times:
-            body["scheduled_time"] = _timestamp(times["scheduled"])
-        if "end" in times:
-            body["end_time"] = _timestamp(times["end"])
+        ended = task.times.get(task.state) if task.state in core.TERMINAL_STATES else None
+        # A task that fails before it runs (its image) is scheduled when it ends.
+        scheduled = task.times.get(State.IN_PROGRESS, ended)
+        if scheduled is not None:
+            body["scheduled_time"] = _timestamp(scheduled)
+        if ended is not None:
+            body["end_time"] = _timestamp(ended)
         if task.video_url:
             body["video_url"] = task.video_url
         if task.state is State.FAILED:
             body["code"], body["message"] = _failure(task.failure_reason or "")
         return body
 
-    def state_changed(self, task: SimTask[CreateRequest]) -> None:
-        times = self._times.setdefault(task.task_id, {})
-        if task.state is State.IN_PROGRESS:
-            times["scheduled"] = time.time()
-        elif task.state in core.TERMINAL_STATES:
-            times.setdefault("scheduled", time.time())
-            times["end"] = time.time()
-
-    def reset(self) -> None:
-        super().reset()
-        with self.locked():
-            self._times.clear()
-
     def error_reply(self, status: int, *, retry_after: int | None = None) -> Reply:
         code, message = ERROR_CODES[status]
         return _error(status, code, message, retry_after=retry_after)
-
-    def fetch_image(self, url: str) -> bytes:
-        if not url.startswith("data:"):
-            return super().fetch_image(url)
-        header, _, data = url.partition(",")
-        try:
-            image = base64.b64decode(data, validate=True) if header.endswith(";base64") else None
-        except binascii.Error as exc:
-            raise TaskFailed("image data URL is not valid base64") from exc
-        return image if image is not None else unquote_to_bytes(data)
 
     def check_image(self, data: bytes) -> None:
         # Only the format and size are published for this route: no side or aspect rules.
@@ -448,6 +404,7 @@ def cli_main(
         simulator.ROUTE,
         f"{simulator.TITLE}-compatible HappyHorse image-to-video simulator (loopback).",
         default_port=default_port,
+        default_poll_rate=POLL_RATE_PER_SECOND,
     )
     parser.add_argument(
         "--api-key",
@@ -463,12 +420,6 @@ def cli_main(
         "--task-path-prefix", default=None, help="where the task query lives (default: --path-prefix)"
     )
     parser.add_argument(
-        "--poll-rate",
-        type=float,
-        default=POLL_RATE_PER_SECOND,
-        help="task queries per second before 429, 0 for no limit (default: %(default)s)",
-    )
-    parser.add_argument(
         "--task-ttl",
         type=float,
         default=TASK_TTL_SECONDS,
@@ -482,7 +433,6 @@ def cli_main(
             api_key=args.api_key,
             path_prefix=args.path_prefix,
             task_path_prefix=args.task_path_prefix,
-            poll_rate_per_second=args.poll_rate or None,
             task_ttl_seconds=args.task_ttl,
             **core.common_options(args),
         ),

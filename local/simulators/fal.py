@@ -24,13 +24,12 @@ import os
 import re
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Self
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -39,7 +38,7 @@ from i2v.errors import InvalidImage
 from i2v.media.image import inspect_image
 from i2v.providers.fal import FalSettings
 from local.simulators import core
-from local.simulators.core import Reply, SimTask, State, TaskFailed, is_int, json_reply
+from local.simulators.core import HttpRequest, Reply, SimTask, State, TaskFailed, is_int, json_reply
 
 SETTINGS = FalSettings()
 MODELS = tuple(model for version in SETTINGS.model_versions if (model := SETTINGS.model_id(version)))
@@ -71,12 +70,9 @@ ERROR_DETAILS: dict[int, str] = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-SUBMIT_ERROR_STATUSES = frozenset({401, 403, 429, 500, 502, 503, 504})
+ERROR_STATUSES = frozenset({401, 403, 429, 500, 502, 503, 504})  # injectable on submit and reads
 
 _REQUESTS_PATH = re.compile(r"^/([^/]+/[^/]+)/requests/([^/]+)(/status|/cancel)?/?$")
-# The core hands routes the path only; the submit's `fal_webhook` and the status's `logs`
-# are in the query, kept here per request thread by `_QueryHandler`.
-_QUERY = threading.local()
 
 __all__ = ["MODELS", "CreateRequest", "FalSimulator", "Faults", "jwk", "main", "validate_create_body"]
 
@@ -96,10 +92,10 @@ class CreateRequest:
 
 @dataclass
 class Faults(core.Faults):
-    """Faults to inject; counts apply to the next N create calls or tasks. Webhooks are
-    retried like fal's, 10 times by default."""
+    """Faults to inject; counts apply to the next N submits, status or result reads, or
+    tasks. Webhooks are retried like fal's, 10 times by default."""
 
-    SUBMIT_ERROR_STATUSES: ClassVar[frozenset[int]] = SUBMIT_ERROR_STATUSES
+    ERROR_STATUSES: ClassVar[frozenset[int]] = ERROR_STATUSES
 
     webhook_retries: int = WEBHOOK_RETRIES
 
@@ -196,23 +192,6 @@ def _public_bytes(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-class _QueryHandler(core._RequestHandler):
-    """The core's handler, keeping the request's query for the wire module."""
-
-    def _serve(self, method: str) -> None:
-        _QUERY.value = parse_qs(urlsplit(self.path).query)
-        try:
-            super()._serve(method)
-        finally:
-            _QUERY.value = {}
-
-
-def _query(name: str) -> str | None:
-    values: dict[str, list[str]] = getattr(_QUERY, "value", {})
-    found = values.get(name)
-    return found[0] if found else None
-
-
 class FalSimulator(core.Simulator[CreateRequest]):
     """The fal.ai route's simulator (see `core.Simulator` for the shared behaviour)."""
 
@@ -253,7 +232,6 @@ class FalSimulator(core.Simulator[CreateRequest]):
         self._signing_key = Ed25519PrivateKey.generate()
         self._published = [_public_bytes(self._signing_key)]
         self._cancelled: set[str] = set()
-        self._times: dict[str, dict[State, float]] = {}
         self.jwks_requests = 0
 
     # -- keys -----------------------------------------------------------------------------
@@ -277,13 +255,6 @@ class FalSimulator(core.Simulator[CreateRequest]):
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        super().start()
-        assert self._server is not None
-        # Set before anyone knows the address, so every request reaches the query handler.
-        self._server.RequestHandlerClass = _QueryHandler
-        return self
-
     def listening_socket(self, sock: socket.socket) -> socket.socket:
         if self._ssl_context is None:
             return sock
@@ -300,25 +271,29 @@ class FalSimulator(core.Simulator[CreateRequest]):
 
     # -- routes ---------------------------------------------------------------------------
 
-    def route(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply | None:
-        if path == JWKS_PATH:
-            return self._jwks_reply() if method == "GET" else self.error_reply(405)
-        model = path.strip("/")
-        match = _REQUESTS_PATH.match(path)
+    def route(self, request: HttpRequest) -> Reply | None:
+        if request.path == JWKS_PATH:
+            return self._jwks_reply() if request.method == "GET" else self.error_reply(405)
+        model = request.path.strip("/")
+        match = _REQUESTS_PATH.match(request.path)
         if model not in MODELS and (match is None or not self._owns(match.group(1))):
             return None
-        if not hmac.compare_digest(headers.get("authorization", "").encode(), self._api_key):
+        if not hmac.compare_digest(request.headers.get("authorization", "").encode(), self._api_key):
             return self.error_reply(401)
         if match is None:
-            return self.submit(model, body, headers) if method == "POST" else self.error_reply(405)
-        return self._request_route(method, match.group(2), match.group(3))
+            return self.submit(request, model) if request.method == "POST" else self.error_reply(405)
+        return self._request_route(request, match.group(2), match.group(3))
 
-    def _request_route(self, method: str, request_id: str, action: str | None) -> Reply:
+    def _request_route(self, request: HttpRequest, request_id: str, action: str | None) -> Reply:
         if action == "/cancel":
-            return self._cancel(request_id) if method == "PUT" else self.error_reply(405)
-        if method != "GET":
+            return self._cancel(request_id) if request.method == "PUT" else self.error_reply(405)
+        if request.method != "GET":
             return self.error_reply(405)
-        return self._status(request_id) if action == "/status" else self._result(request_id)
+        if (refused := self.refused_status_read()) is not None:
+            return refused
+        if action == "/status":
+            return self._status(request_id, logs=request.param("logs") in ("1", "true"))
+        return self._result(request_id)
 
     @staticmethod
     def _owns(owner_app: str) -> bool:
@@ -329,20 +304,18 @@ class FalSimulator(core.Simulator[CreateRequest]):
             self.jwks_requests += 1
         return json_reply(200, self.jwks())
 
-    def _status(self, request_id: str) -> Reply:
+    def _status(self, request_id: str, *, logs: bool) -> Reply:
         with self.locked():
             task = self.find_task(request_id)
             if task is None:
                 return self.error_reply(404)
             body = self._request_body(task)
-            logs = _query("logs") in ("1", "true")
             body["logs"] = self._logs(task) if logs else None
             if task.state is State.CREATED:
                 body["queue_position"] = self._queue_position(task)
             if task.state in core.TERMINAL_STATES:
-                times = self._times.get(request_id, {})
-                started = times.get(State.IN_PROGRESS, task.created_at)
-                body["metrics"] = {"inference_time": round(times.get(task.state, started) - started, 3)}
+                started = task.times.get(State.IN_PROGRESS, task.created_at)
+                body["metrics"] = {"inference_time": round(task.times.get(task.state, started) - started, 3)}
             if task.state is State.FAILED:
                 body["error"], body["error_type"] = self._failure(task)[1:]
         return json_reply(200 if body["status"] == "COMPLETED" else 202, body)
@@ -368,8 +341,8 @@ class FalSimulator(core.Simulator[CreateRequest]):
                 return json_reply(400, {"status": "ALREADY_COMPLETED"})
             # A stored copy ends the task: its worker finds itself replaced and stops.
             self._cancelled.add(request_id)
-            self._tasks[request_id] = replace(task, state=State.FAILED, failure_reason=CANCELLED)
-            self._times.setdefault(request_id, {})[State.FAILED] = time.time()
+            times = {**task.times, State.FAILED: time.time()}
+            self._tasks[request_id] = replace(task, state=State.FAILED, failure_reason=CANCELLED, times=times)
             self.locked().notify_all()
         self.logger.info("task %s cancelled", request_id)
         # Whether fal posts a webhook for a cancelled request is unknown: none is sent.
@@ -398,7 +371,7 @@ class FalSimulator(core.Simulator[CreateRequest]):
                 "source": "user",
                 "timestamp": datetime.fromtimestamp(at, UTC).isoformat(),
             }
-            for state, at in self._times.get(task.task_id, {}).items()
+            for state, at in task.times.items()
             if state in said
         ]
 
@@ -430,11 +403,11 @@ class FalSimulator(core.Simulator[CreateRequest]):
 
     # -- wire hooks -----------------------------------------------------------------------
 
-    def parse_request(self, body: object, headers: Mapping[str, str]) -> CreateRequest | Reply:
-        request = validate_create_body(body, _query("fal_webhook"))
-        if isinstance(request, list):
-            return json_reply(422, {"detail": request})
-        return request
+    def parse_request(self, body: object, request: HttpRequest) -> CreateRequest | Reply:
+        parsed = validate_create_body(body, request.param("fal_webhook"))
+        if isinstance(parsed, list):
+            return json_reply(422, {"detail": parsed})
+        return parsed
 
     def created_reply(self, task: SimTask[CreateRequest]) -> Reply:
         body = self._request_body(task)
@@ -454,9 +427,6 @@ class FalSimulator(core.Simulator[CreateRequest]):
             SETTINGS.check_image(info.format, info.width, info.height, len(data))
         except InvalidImage as exc:
             raise TaskFailed(exc.message) from exc
-
-    def state_changed(self, task: SimTask[CreateRequest]) -> None:
-        self._times.setdefault(task.task_id, {})[task.state] = time.time()
 
     def webhook_body(self, task: SimTask[CreateRequest]) -> Mapping[str, Any] | None:
         if task.state is State.COMPLETED:
@@ -484,8 +454,12 @@ class FalSimulator(core.Simulator[CreateRequest]):
         with self.locked():
             super().reset()
             self._cancelled.clear()
-            self._times.clear()
             self.jwks_requests = 0
+
+    def forget(self, task_id: str) -> bool:
+        with self.locked():
+            self._cancelled.discard(task_id)
+        return super().forget(task_id)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from i2v.media.image import inspect_image
 from i2v.providers.magnific import MagnificSettings
 from i2v.providers.signatures import webhook_key
 from local.simulators import core
-from local.simulators.core import Reply, SimTask, State, TaskFailed, is_int, json_reply
+from local.simulators.core import HttpRequest, Reply, SimTask, State, TaskFailed, is_int, json_reply
 
 MODELS = ("happy-horse-1", "happy-horse-1-1")
 API_KEY_HEADERS = ("x-magnific-api-key", "x-freepik-api-key")
@@ -55,7 +55,7 @@ ERROR_BODIES: dict[int, dict[str, str]] = {
     500: {"message": "Internal Server Error"},
     503: {"message": "Service Unavailable. Please try again later."},
 }
-SUBMIT_ERROR_STATUSES = frozenset({401, 429, 500, 503})
+ERROR_STATUSES = frozenset({401, 429, 500, 503})  # injectable on create calls and status reads
 VALIDATION_MESSAGE = "Your request parameters didn't validate."
 
 _TASKS_PATH = re.compile(r"^/v1/ai/image-to-video/(happy-horse-1(?:-1)?)(?:/([^/]+))?/?$")
@@ -93,9 +93,9 @@ class CreateRequest:
 
 @dataclass
 class Faults(core.Faults):
-    """Faults to inject; counts apply to the next N create calls or tasks."""
+    """Faults to inject; counts apply to the next N create calls, status reads or tasks."""
 
-    SUBMIT_ERROR_STATUSES: ClassVar[frozenset[int]] = SUBMIT_ERROR_STATUSES
+    ERROR_STATUSES: ClassVar[frozenset[int]] = ERROR_STATUSES
 
 
 def webhook_signer(secret: str) -> Webhook:
@@ -253,18 +253,18 @@ class MagnificSimulator(core.Simulator[CreateRequest]):
 
     # -- routes ---------------------------------------------------------------------------
 
-    def route(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply | None:
-        match = _TASKS_PATH.match(path)
+    def route(self, request: HttpRequest) -> Reply | None:
+        match = _TASKS_PATH.match(request.path)
         if match is None:
             return None
         model, task_id = match.groups()
-        if not self._authorized(headers):
+        if not self._authorized(request.headers):
             return self.error_reply(401)
         if task_id is not None:
-            return self._status(model, task_id) if method == "GET" else self.error_reply(405)
-        if method == "POST":
-            return self.submit(model, body, headers)
-        return self._list(model) if method == "GET" else self.error_reply(405)
+            return self._status(model, task_id) if request.method == "GET" else self.error_reply(405)
+        if request.method == "POST":
+            return self.submit(request, model)
+        return self._list(model) if request.method == "GET" else self.error_reply(405)
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
         return any(
@@ -272,6 +272,8 @@ class MagnificSimulator(core.Simulator[CreateRequest]):
         )
 
     def _status(self, model: str, task_id: str) -> Reply:
+        if (refused := self.refused_status_read()) is not None:
+            return refused
         with self.locked():
             task = self.find_task(task_id)
             if task is None or task.model != model:
@@ -286,15 +288,15 @@ class MagnificSimulator(core.Simulator[CreateRequest]):
 
     # -- wire hooks -----------------------------------------------------------------------
 
-    def parse_request(self, body: object, headers: Mapping[str, str]) -> CreateRequest | Reply:
-        request, problems = validate_create_body(body)
-        if request is None:
+    def parse_request(self, body: object, request: HttpRequest) -> CreateRequest | Reply:
+        parsed, problems = validate_create_body(body)
+        if parsed is None:
             return json_reply(
                 400,
                 {"message": VALIDATION_MESSAGE, "invalid_params": problems},
                 content_type="application/problem+json",
             )
-        return request
+        return parsed
 
     def created_reply(self, task: SimTask[CreateRequest]) -> Reply:
         return json_reply(200, {"data": self.task_body(task)})

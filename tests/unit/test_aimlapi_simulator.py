@@ -4,6 +4,7 @@ the way AI/ML API's documented examples call the real service."""
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import re
@@ -201,7 +202,7 @@ def test_a_missing_or_wrong_key_is_refused_on_create_and_read(
         (lambda b: b.update(prompt=5), "prompt: Expected string"),
         (lambda b: b.pop("image_url"), "image_url: Required"),
         (lambda b: b.update(image_url="ftp://x/y.png"), "image_url: Invalid url"),
-        (lambda b: b.update(image_url="data:image/png;base64,AAAA"), "image_url: Invalid url"),
+        (lambda b: b.update(image_url="data:image/png;base64"), "image_url: Invalid url"),
         (lambda b: b.update(video_url="https://x/y.mp4"), "video_url: not simulated"),
         (lambda b: b.update(reference_image_urls=["https://x/y.png"]), "reference_image_urls"),
         (lambda b: b.update(resolution="720P"), "resolution: Invalid enum value"),
@@ -226,6 +227,19 @@ def test_an_invalid_body_is_refused_with_body_validation_error(
     error = _assert_error(response, 400, "Body validation error!")
     assert reason in error["message"]
     assert simulator.state()["counters"]["tasks_created"] == 0
+
+
+def test_a_base64_data_url_image_is_taken_as_the_docs_allow(
+    simulator: AimlapiSimulator, client: httpx.Client
+) -> None:
+    # Given an image as a data: URL larger than a 1 MB body (the core's default limit)
+    image = _picture(800, 450, "PNG") + bytes(900 * 1024)  # trailing bytes: still a PNG
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+
+    # When / Then
+    finished, _ = _poll(client, _create(client, url, duration=3))
+    assert finished["status"] == "completed", finished
+    assert simulator.state()["tasks"][0]["request"]["image_url"] == url
 
 
 def test_a_body_that_is_not_a_json_object_is_refused(client: httpx.Client) -> None:
@@ -326,6 +340,40 @@ def test_failed_generations_are_injected_for_the_next_ones_only(
     second, _ = _poll(client, _create(client, images.url("landscape.jpg"), duration=3))
     assert second["status"] == "completed"
     assert simulator.faults()["fail_tasks"] == 0
+
+
+def test_status_errors_answer_the_next_reads_with_the_route_error_body(
+    simulator: AimlapiSimulator, client: httpx.Client, images: _ImageServer
+) -> None:
+    # Given a generation, then a 429 with Retry-After and a 503 for the next reads
+    generation_id = _create(client, images.url("landscape.jpg"), duration=3)
+    simulator.set_faults(status_errors=[429, 503], retry_after=5)
+
+    # When / Then
+    throttled = _read(client, generation_id)
+    _assert_error(throttled, 429, "Too Many Requests")
+    assert throttled.headers["retry-after"] == "5"
+    unavailable = _read(client, generation_id)
+    _assert_error(unavailable, 503, "Service unavailable")
+    assert "retry-after" not in unavailable.headers
+    assert _read(client, generation_id).status_code == 200
+    with pytest.raises(ValueError, match="status_errors"):
+        simulator.set_faults(status_errors=[418])
+
+
+def test_a_forgotten_generation_answers_404_like_an_unknown_one(
+    simulator: AimlapiSimulator, client: httpx.Client, images: _ImageServer
+) -> None:
+    # Given a completed generation
+    generation_id = _create(client, images.url("landscape.jpg"), duration=3)
+    simulator.wait_for_status(generation_id)
+
+    # When it is forgotten through the control API
+    forgotten = httpx.post(f"{simulator.url}/_sim/forget/{generation_id}")
+
+    # Then it reads as an unknown id does
+    assert forgotten.status_code == 200
+    _assert_error(_read(client, generation_id), 404, "Generation not found")
 
 
 def test_the_control_api_is_served(simulator: AimlapiSimulator) -> None:

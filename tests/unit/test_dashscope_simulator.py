@@ -170,6 +170,19 @@ def test_defaults_apply_and_a_data_url_image_is_accepted(
     }
 
 
+def test_a_data_url_larger_than_the_default_body_limit_is_taken(client: httpx.Client) -> None:
+    # Given a PNG whose base64 data: URL passes the core's 1 MB default body limit
+    image = _picture(800, 450, "PNG") + bytes(900 * 1024)  # trailing bytes: still a PNG
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    assert len(url) > 1024 * 1024
+    body = _body(url, duration=3)
+
+    # When / Then
+    response = client.post(CREATE, json=body)
+    assert response.status_code == 200, response.text
+    assert _poll(client, response.json()["output"]["task_id"])["output"]["task_status"] == "SUCCEEDED"
+
+
 # -- refusals ------------------------------------------------------------------------------
 
 
@@ -344,6 +357,41 @@ def test_the_control_api_is_served(simulator: DashScopeSimulator) -> None:
         state = control.post("/_sim/reset").json()
         assert state["faults"]["submit_errors"] == []
         assert set(state["tasks_by_status"]) == {"PENDING", "RUNNING", "SUCCEEDED", "FAILED"}
+
+
+def test_status_errors_answer_the_next_task_queries_with_the_route_error_body(
+    simulator: DashScopeSimulator, client: httpx.Client, images: _ImageServer
+) -> None:
+    # Given a task, then a 429 with Retry-After and a 503 for the next queries
+    task_id = _create(client, images.url("landscape.jpg"), duration=3)
+    simulator.set_faults(status_errors=[429, 503], retry_after=3)
+
+    # When / Then
+    throttled = client.get(f"/tasks/{task_id}")
+    _assert_error(throttled, 429, "Throttling.RateQuota")
+    assert throttled.headers["retry-after"] == "3"
+    unavailable = client.get(f"/tasks/{task_id}")
+    _assert_error(unavailable, 503, "ServiceUnavailable")
+    assert "retry-after" not in unavailable.headers
+    assert client.get(f"/tasks/{task_id}").json()["output"]["task_id"] == task_id
+
+
+def test_a_forgotten_task_answers_unknown_with_200(
+    simulator: DashScopeSimulator, client: httpx.Client, images: _ImageServer
+) -> None:
+    # Given a succeeded task
+    task_id = _create(client, images.url("landscape.jpg"), duration=3)
+    simulator.wait_for_status(task_id)
+
+    # When it is forgotten through the control API
+    forgotten = httpx.post(f"{simulator.url}/_sim/forget/{task_id}")
+
+    # Then it answers as an unknown id does: HTTP 200, UNKNOWN, no video
+    assert forgotten.status_code == 200
+    response = client.get(f"/tasks/{task_id}")
+    assert response.status_code == 200
+    assert response.json()["output"] == {"task_id": task_id, "task_status": "UNKNOWN"}
+    assert httpx.get(f"{simulator.url}/videos/{task_id}.mp4").status_code == 404
 
 
 def test_task_queries_over_the_rate_answer_429(images: _ImageServer) -> None:

@@ -369,6 +369,14 @@ def test_validation_errors_are_fastapi_detail_lists(simulator: FalSimulator, cli
     assert "'720p' or '1080p'" in detail[2]["msg"]
 
 
+def test_a_data_url_image_is_refused_as_only_urls_are_documented(client: httpx.Client) -> None:
+    # PROVIDERS.md gives fal's `image_url` as a URL: the core could decode a data: URL, the
+    # route does not take one.
+    response = client.post(f"/{MODEL}", json={"image_url": "data:image/png;base64,AAAA"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "image_url"]
+
+
 def test_validate_create_body_applies_the_defaults_and_takes_numeric_strings() -> None:
     # When / Then
     request = validate_create_body({"image_url": "https://x/a.png", "duration": "8"}, "https://h/cb")
@@ -511,6 +519,55 @@ def test_submit_errors_carry_retry_after(simulator: FalSimulator, client: httpx.
     assert response.json() == {"detail": "Too Many Requests"}
     with pytest.raises(ValueError, match="submit_errors"):
         Faults().updated({"submit_errors": [418]})
+
+
+def test_status_errors_answer_the_next_status_and_result_reads(
+    simulator: FalSimulator, client: httpx.Client, images: ImageServer
+) -> None:
+    # Given a finished request, then a 429 with Retry-After and a 503 for the next reads
+    request_id = submit(client, image_url=images.url("landscape.jpg"), duration=3)["request_id"]
+    simulator.wait_for_status(request_id)
+    simulator.set_faults(status_errors=[429, 503], retry_after=6)
+
+    # When the status, then the result, then the status again are read
+    status = client.get(f"{REQUESTS}/{request_id}/status")
+    result = client.get(f"{REQUESTS}/{request_id}")
+    after = client.get(f"{REQUESTS}/{request_id}/status")
+
+    # Then the first two answered fal's error bodies, the third went through
+    assert (status.status_code, status.json(), status.headers["retry-after"]) == (
+        429,
+        {"detail": "Too Many Requests"},
+        "6",
+    )
+    assert (result.status_code, result.json()) == (503, {"detail": "Service Unavailable"})
+    assert "retry-after" not in result.headers
+    assert (after.status_code, after.json()["status"]) == (200, "COMPLETED")
+
+
+def test_a_forgotten_request_is_not_found_and_posts_no_webhook(
+    images: ImageServer, receiver: WebhookReceiver
+) -> None:
+    # Given a request still in the queue (its first step takes 0.3 s), with a webhook
+    with (
+        FalSimulator(api_key=API_KEY, progress_delay=0.3) as simulator,
+        httpx.Client(base_url=simulator.url, headers={"Authorization": f"Key {API_KEY}"}) as client,
+    ):
+        request_id = submit(client, receiver.url(), image_url=images.url("landscape.jpg"), duration=3)[
+            "request_id"
+        ]
+
+        # When it is forgotten
+        assert httpx.post(f"{simulator.url}/_sim/forget/{request_id}").status_code == 200
+
+        # Then status, result and cancel answer as for an unknown id, and no webhook comes
+        for path in (f"{request_id}/status", request_id):
+            response = client.get(f"{REQUESTS}/{path}")
+            assert (response.status_code, response.json()) == (404, {"detail": "Request not found"})
+        cancel = client.put(f"{REQUESTS}/{request_id}/cancel")
+        assert (cancel.status_code, cancel.json()) == (404, {"status": "NOT_FOUND"})
+        time.sleep(1.0)  # past both steps: the worker, forgotten, stops without a webhook
+        assert receiver.deliveries == []
 
 
 def test_the_jwks_pads_x_when_asked_and_lists_rotated_keys() -> None:

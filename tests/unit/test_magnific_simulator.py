@@ -522,6 +522,43 @@ def test_submit_errors_answer_in_order_with_the_provider_bodies_then_success(
     assert state["faults"]["submit_errors"] == []
 
 
+def test_status_errors_answer_the_next_status_reads_but_not_the_list(
+    simulator: MagnificSimulator, client: httpx.Client, images: _ImageServer
+) -> None:
+    # Given a task, then a 429 (with Retry-After) and a 503 for the next status reads
+    task_id = _create(client, image_url=images.url("square.webp"), duration=3)
+    simulator.set_faults(status_errors=[429, 503], retry_after=4)
+
+    # When the list is read, then the task's status three times
+    listed = client.get(CREATE_PATH)
+    reads = [client.get(f"{CREATE_PATH}/{task_id}") for _ in range(3)]
+
+    # Then the list went through and the reads answered the provider's bodies in order
+    assert [task["task_id"] for task in listed.json()["data"]] == [task_id]
+    assert [(r.status_code, r.json(), r.headers.get("retry-after")) for r in reads[:2]] == [
+        (429, {"message": "Too many requests"}, "4"),
+        (503, {"message": "Service Unavailable. Please try again later."}, None),
+    ]
+    assert reads[2].status_code == 200 and reads[2].json()["data"]["task_id"] == task_id
+
+
+def test_a_forgotten_task_is_not_found_and_leaves_the_list(
+    simulator: MagnificSimulator, client: httpx.Client, images: _ImageServer, receiver: _WebhookReceiver
+) -> None:
+    # Given a completed task, and its webhooks received
+    task_id = _create(client, image_url=images.url("square.webp"), duration=3, webhook_url=receiver.url())
+    receiver.wait_for(_finished)
+
+    # When it is forgotten
+    assert httpx.post(f"{simulator.url}/_sim/forget/{task_id}").json() == {"forgotten": task_id}
+
+    # Then it answers as an unknown id, is not listed, and its video is gone
+    unknown = client.get(f"{CREATE_PATH}/{task_id}")
+    assert (unknown.status_code, unknown.json()) == (404, {"message": "Not found"})
+    assert client.get(CREATE_PATH).json() == {"data": []}
+    assert httpx.get(f"{simulator.url}/videos/{task_id}.mp4").status_code == 404
+
+
 def test_dropped_webhooks_leave_the_task_completed_and_the_receiver_empty(
     simulator: MagnificSimulator, client: httpx.Client, images: _ImageServer, receiver: _WebhookReceiver
 ) -> None:

@@ -236,7 +236,7 @@ def test_a_422_is_rejected_with_fals_detail(fal: FalProvider) -> None:
     with pytest.raises(ProviderRejected) as raised:
         fal.submit(request)
     assert raised.value.code == "PROVIDER_HTTP_422"
-    assert "image_url: Input should be a valid URL" in raised.value.message
+    assert raised.value.message == "fal answered 422: image_url: Input should be a valid URL"
 
 
 def test_a_wrong_key_is_rejected(simulator: FalSimulator, http: httpx.Client, clock: Clock) -> None:

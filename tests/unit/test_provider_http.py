@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from i2v.errors import ProviderRejected, ProviderUnavailable
-from i2v.providers.http import call_json, retry_after
+from i2v.providers.http import call_json, error_words, retry_after
 
 
 def client(answer: Callable[[httpx.Request], httpx.Response]) -> Callable[[], httpx.Client]:
@@ -67,6 +67,35 @@ def test_transient_statuses_are_retried_later_with_retry_after(status: int) -> N
         ({"code": "InvalidParameter", "message": "duration must be 3..15"}, "duration must be 3..15"),
         ({"detail": "image_url is not reachable"}, "image_url is not reachable"),
         ({"error": {"message": "insufficient credits"}}, "insufficient credits"),
+        (
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "image_url"],
+                        "msg": "Input should be a valid URL",
+                        "type": "url_parsing",
+                    },
+                    {"loc": ["body", "options", 0, "seed"], "msg": "Input should be >= 0", "type": "ge"},
+                    {"loc": ["query", "fal_webhook"], "msg": "Field required", "type": "missing"},
+                    {"loc": ["body"], "msg": "Input should be a valid dictionary", "type": "dict_type"},
+                    {"msg": "Something else"},
+                ]
+            },
+            "image_url: Input should be a valid URL; options.0.seed: Input should be >= 0; "
+            "fal_webhook: Field required; body: Input should be a valid dictionary; Something else",
+        ),
+        (
+            {"message": "Validation failed", "detail": [{"loc": ["body", "prompt"], "msg": "Too long"}]},
+            "Validation failed; prompt: Too long",
+        ),
+    ],
+    ids=[
+        "invalid-params",
+        "code-and-message",
+        "detail-text",
+        "nested-error",
+        "detail-list",
+        "message-and-list",
     ],
 )
 def test_other_errors_fail_the_task_with_the_providers_own_words(
@@ -76,6 +105,23 @@ def test_other_errors_fail_the_task_with_the_providers_own_words(
         call(lambda _: httpx.Response(400, json=body))
     assert raised.value.code == "PROVIDER_HTTP_400"
     assert raised.value.message == f"Example answered 400: {expected}"
+
+
+def test_error_words_read_a_body_on_its_own_and_keep_1000_characters() -> None:
+    # A webhook's error payload is such a body, without a response around it
+    assert error_words({"detail": [{"loc": ["body", "image_url"], "msg": "image is too small"}]}) == (
+        "image_url: image is too small"
+    )
+    assert error_words(None) == "" and error_words(["not", "an", "object"]) == ""
+    assert error_words({"detail": "not a list", "seed": 3}) == "not a list"
+    many = {"detail": [{"loc": ["body", f"field{i}"], "msg": "x" * 50} for i in range(40)]}
+    assert len(error_words(many)) == 1000
+
+
+def test_an_empty_detail_list_falls_back_to_the_reason_phrase() -> None:
+    with pytest.raises(ProviderRejected) as raised:
+        call(lambda _: httpx.Response(422, json={"detail": []}))
+    assert raised.value.message == "Example answered 422: Unprocessable Entity"
 
 
 def test_an_error_without_a_json_body_says_what_came() -> None:

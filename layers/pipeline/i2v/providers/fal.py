@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,11 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from i2v.domain import ErrorInfo
 from i2v.errors import BadCallback, ProviderRejected, ProviderUnavailable, Unauthorized
 from i2v.providers.base import Credentials, ProviderState, ProviderUpdate, SubmitRequest
-from i2v.providers.http import call_json
+from i2v.providers.http import call_json, error_words
 from i2v.providers.route import HttpClient, Route, RouteSettings
-
-if TYPE_CHECKING:
-    import httpx
 
 NAME = "fal"
 WEBHOOK_HEADERS = ("x-fal-webhook-request-id", "x-fal-webhook-user-id", "x-fal-webhook-timestamp")
@@ -121,22 +118,6 @@ def video_url_of(payload: object) -> str | None:
     return url if isinstance(url, str) and url else None
 
 
-def detail_words(body: object) -> str:
-    """fal's own words in an error body: `detail` as text, or FastAPI's validation list
-    (`[{loc, msg, type}]`) as `field: msg; ...`."""
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if isinstance(detail, str):
-        return detail
-    if not isinstance(detail, list):
-        return ""
-    problems = []
-    for item in detail:
-        if isinstance(item, dict):
-            loc = [str(part) for part in item.get("loc") or [] if part != "body"]
-            problems.append(f"{'.'.join(loc) or 'body'}: {item.get('msg', '')}")
-    return "; ".join(problems)[:1000]
-
-
 def to_update(
     request_id: str, raw_status: str, *, video_url: str | None = None, error: str = ""
 ) -> ProviderUpdate:
@@ -147,19 +128,6 @@ def to_update(
     return ProviderUpdate(
         provider_task_id=request_id, state=state, raw_status=raw_status, video_url=video_url, error=info
     )
-
-
-class _Recorder:
-    """The route's client, keeping its last answer: `call_json` reads `detail` only as text,
-    and fal's validation errors are lists, so the adapter adds them from the response."""
-
-    def __init__(self, client: httpx.Client) -> None:
-        self._client = client
-        self.response: httpx.Response | None = None
-
-    def request(self, *args: Any, **kwargs: Any) -> httpx.Response:
-        self.response = self._client.request(*args, **kwargs)
-        return self.response
 
 
 @dataclass
@@ -196,27 +164,8 @@ class FalProvider:
 
     def _request(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
         headers = {"authorization": f"Key {self._credentials.api_key()}", "accept": "application/json"}
-        recorder = _Recorder(self._http())
-        try:
-            return call_json(
-                lambda: cast("httpx.Client", recorder), method, url, route="fal", headers=headers, body=body
-            )
-        except ProviderRejected as exc:
-            words = self._list_detail(recorder.response)
-            if words:
-                raise ProviderRejected(f"{exc.message}; {words}", code=exc.code) from exc
-            raise
-
-    @staticmethod
-    def _list_detail(response: httpx.Response | None) -> str:
-        if response is None:
-            return ""
-        try:
-            body = response.json()
-        except ValueError:
-            return ""
-        detail = body.get("detail") if isinstance(body, dict) else None
-        return detail_words(body) if isinstance(detail, list) else ""
+        # fal's 422s are FastAPI `detail` lists: call_json words them `field: msg; ...`.
+        return call_json(self._http, method, url, route="fal", headers=headers, body=body)
 
     def _model(self, version: str) -> str:
         model = self._settings.model_id(version)
@@ -296,7 +245,7 @@ class FalProvider:
         if hook.request_id != request_id:
             raise BadCallback("webhook body names another request than its signed headers")
         if hook.status == "ERROR":
-            words = "; ".join(filter(None, [hook.error, detail_words(hook.payload), hook.payload_error]))
+            words = "; ".join(filter(None, [hook.error, error_words(hook.payload), hook.payload_error]))
             return to_update(hook.request_id, "ERROR", error=words)
         return to_update(hook.request_id, "OK", video_url=video_url_of(hook.payload))
 

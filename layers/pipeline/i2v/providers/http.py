@@ -8,8 +8,9 @@ back; `call_json` does the rest the same way for every route:
 - a request sent but never answered (read or write timeout, a reset mid-exchange) raises
   ProviderOutcomeUnknown: for a create call the provider may have made the task;
 - any other 4xx or 5xx raises ProviderRejected with the provider's own words (`message`,
-  `detail`, `title`, `error`, `invalid_params` / validation lists) and the code
-  `PROVIDER_HTTP_<status>`: the task fails with that reason;
+  `detail`, `title`, `error`, and the validation lists `invalid_params` and FastAPI's
+  `detail: [{loc, msg}]`) and the code `PROVIDER_HTTP_<status>`: the task fails with that
+  reason;
 - a 2xx that is not JSON raises ProviderUnavailable (a proxy's error page, say).
 Backoff itself is the queue's (SQS visibility), not a sleep here: a Lambda must not wait.
 """
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MESSAGE_FIELDS = ("message", "detail", "title", "error", "error_message", "msg")
+# FastAPI's `loc` starts with where the field was; the field's own path follows.
+_LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
 
 
 def call_json(
@@ -88,9 +91,35 @@ def error_message(response: httpx.Response) -> str:
         return response.text[:500] or response.reason_phrase
     if not isinstance(body, dict):
         return str(body)[:500]
+    return error_words(body) or response.reason_phrase
+
+
+def error_words(body: object) -> str:
+    """The provider's own words in a JSON error body (also a webhook's error payload), at
+    most 1,000 characters; "" when it has none.
+
+    A message field (`{"error": {"message"}}` too), then each problem of a validation list:
+    `invalid_params: [{name, reason}]` and FastAPI's `detail: [{loc, msg, type}]`, both
+    rendered `field: reason` and joined with "; "."""
+    if not isinstance(body, dict):
+        return ""
     message = next((str(body[f]) for f in _MESSAGE_FIELDS if isinstance(body.get(f), str) and body[f]), "")
     if not message and isinstance(body.get("error"), dict):  # {"error": {"message": ...}}
         message = str(body["error"].get("message") or "")
-    problems = body.get("invalid_params") or []
-    details = [f"{p.get('name')}: {p.get('reason')}" for p in problems if isinstance(p, dict)]
-    return "; ".join(filter(None, [message, *details]))[:1000] or response.reason_phrase
+    params = [p for p in _list(body.get("invalid_params")) if isinstance(p, dict)]
+    problems = [f"{p.get('name')}: {p.get('reason')}" for p in params]
+    problems += [_fastapi_problem(p) for p in _list(body.get("detail")) if isinstance(p, dict)]
+    return "; ".join(filter(None, [message, *problems]))[:1000]
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _fastapi_problem(problem: dict[str, Any]) -> str:
+    """`image_url: Input should be a valid URL` from `{"loc": ["body", "image_url"], "msg": ...}`."""
+    loc = [str(part) for part in _list(problem.get("loc"))]
+    if len(loc) > 1 and loc[0] in _LOCATIONS:
+        loc = loc[1:]
+    msg = str(problem.get("msg") or "")
+    return f"{'.'.join(loc)}: {msg}" if loc else msg

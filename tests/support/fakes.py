@@ -72,27 +72,37 @@ def fake_route_settings(**changes: Any) -> RouteSettings:
     """Magnific's documented rules, with a price of 0.1 USD per second at any resolution."""
     from i2v.providers.magnific import MagnificSettings
 
-    return MagnificSettings(price_720p=0.1, price_1080p=0.1, **changes)
+    return MagnificSettings(**{"price_720p": 0.1, "price_1080p": 0.1, **changes})
 
 
 @dataclass
 class FakeRouting:
-    """The stack's routes: each name a FakeProvider with Magnific's rules."""
+    """The stack's routes: each name a FakeProvider with Magnific's rules. `down` routes
+    are passed over for new tasks, as an open breaker would be."""
 
     providers: dict[str, FakeProvider]
     settings: dict[str, RouteSettings] = field(default_factory=dict)
+    down: set[str] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
 
-    def __call__(self, requested: str | None) -> ChosenRoute:
+    def choose(self, requested: str | None) -> ChosenRoute:
         from i2v.errors import InvalidOptions
+
+        if requested is not None and requested not in self.providers:
+            raise InvalidOptions(f"provider {requested!r} is not configured", code="ROUTE_NOT_CONFIGURED")
+        up = [name for name in self.providers if name not in self.down] or list(self.providers)
+        return self.named(requested or up[0])
+
+    def named(self, name: str) -> ChosenRoute:
         from i2v.usecases.submit import ChosenRoute
 
-        name = requested or next(iter(self.providers))
-        if name not in self.providers:
-            raise InvalidOptions(f"provider {name!r} is not configured", code="ROUTE_NOT_CONFIGURED")
         return ChosenRoute(
             provider=self.providers[name],  # type: ignore[arg-type]
             settings=self.settings.get(name) or fake_route_settings(),
         )
+
+    def failed(self, name: str) -> None:
+        self.failures.append(name)
 
 
 @dataclass

@@ -440,6 +440,9 @@ def test_email_subscription_exists_only_when_an_address_is_given(template: dict[
         ("SecretStore", "secretsmanager"),
         ("SecretPrefix", "happyhorse/"),
         ("PollMaxConcurrency", 2),
+        ("BreakerThreshold", 5),
+        ("BreakerWindowSeconds", 60),
+        ("BreakerCooldownSeconds", 300),
         ("DefaultPrompt", ""),
         ("DefaultResolution", "1080P"),
         ("DefaultDuration", 5),
@@ -626,6 +629,7 @@ EXPECTED_GRANTS = {
     "SubmitFunction": {
         ("s3:GetObject", sub("${MediaBucket.Arn}/incoming/*")),
         ("s3:ListBucket", get_att("MediaBucket", "Arn")),
+        ("dynamodb:GetItem", get_att("TasksTable", "Arn")),
         ("dynamodb:PutItem", get_att("TasksTable", "Arn")),
         ("dynamodb:UpdateItem", get_att("TasksTable", "Arn")),
         ("sns:Publish", ref("NotificationsTopic")),

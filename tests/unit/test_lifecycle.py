@@ -17,7 +17,7 @@ def test_every_state_has_a_row() -> None:
 def test_terminal_states_lead_nowhere() -> None:
     for sources in ENTERED_FROM.values():
         assert not sources & TERMINAL_STATES
-    assert {S.RECEIVED, S.SUBMITTED, S.RUNNING, S.FINALIZING} == OPEN_STATES
+    assert {S.RECEIVED, S.UNCONFIRMED, S.SUBMITTED, S.RUNNING, S.FINALIZING} == OPEN_STATES
 
 
 def test_received_is_only_created() -> None:

@@ -188,3 +188,28 @@ def test_an_authentic_but_malformed_body_is_a_bad_callback() -> None:
     provider = provider_answering(httpx.MockTransport(lambda _: httpx.Response(500)))
     with pytest.raises(BadCallback):
         provider.parse_callback(signed(body, WHSEC), body)
+
+
+def test_a_task_the_provider_does_not_know_is_gone() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"message": "Not found"})
+
+    update = provider_answering(httpx.MockTransport(answer)).status("t-unknown")
+
+    assert update.state is ProviderState.GONE
+    assert update.provider_task_id == "t-unknown"
+
+
+def test_a_status_for_model_1_1_asks_its_own_path() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200, json={"data": {"task_id": "t-1", "status": "IN_PROGRESS", "generated": []}}
+        )
+
+    update = provider_answering(httpx.MockTransport(answer)).status("t-1", model="1.1")
+
+    assert update.state is ProviderState.RUNNING
+    assert seen[0].url == "https://api.example.test/v1/ai/image-to-video/happy-horse-1-1/t-1"

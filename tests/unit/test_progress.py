@@ -76,7 +76,11 @@ def endings(
 
 @pytest.fixture
 def finalizer(
-    provider: FakeProvider, fetcher: FakeVideoFetcher, endings: Endings, metrics: RecordingMetrics
+    provider: FakeProvider,
+    fetcher: FakeVideoFetcher,
+    endings: Endings,
+    metrics: RecordingMetrics,
+    clock: Clock,
 ) -> Finalizer:
     return Finalizer(
         config=FINALIZE,
@@ -84,6 +88,7 @@ def finalizer(
         fetch_video=fetcher,
         endings=endings,
         metrics=metrics,
+        clock=clock,
     )
 
 
@@ -449,6 +454,135 @@ def test_a_task_past_its_deadline_times_out_with_a_notification(
     assert queue.drain(finalizer) == [FinalizeOutcome.TIMED_OUT]
     [task] = notifications.sent
     assert task.status is TaskStatus.TIMED_OUT and task.error is not None and task.error.code == "TIMED_OUT"
+
+
+def test_a_timed_out_task_is_cancelled_at_the_provider_and_the_cancel_recorded(
+    sweep: Any,
+    submitted: Task,
+    store: TaskStore,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    provider: FakeProvider,
+    clock: Clock,
+    metrics: RecordingMetrics,
+) -> None:
+    clock.advance(3601)
+    sweep()
+    assert queue.drain(finalizer) == [FinalizeOutcome.TIMED_OUT]
+    assert provider.cancelled == ["p-1"]
+    task = store.get("t-1")
+    assert task is not None and task.cancelled_at == clock()
+    assert metrics.total("ProviderTasksCancelled") == 1
+
+
+def test_a_cancel_the_route_refuses_still_times_the_task_out(
+    sweep: Any,
+    submitted: Task,
+    store: TaskStore,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    provider: FakeProvider,
+    clock: Clock,
+) -> None:
+    def unavailable(provider_task_id: str, *, model: str | None = None) -> bool:
+        raise ProviderUnavailable("503")
+
+    provider.cancel = unavailable  # type: ignore[method-assign]
+    clock.advance(3601)
+    sweep()
+    assert queue.drain(finalizer) == [FinalizeOutcome.TIMED_OUT]
+    task = store.get("t-1")
+    assert task is not None and task.status is TaskStatus.TIMED_OUT and task.cancelled_at is None
+
+
+def test_a_video_found_after_its_result_expired_fails_with_that_reason(
+    call: Any,
+    submitted: Task,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    fetcher: FakeVideoFetcher,
+    clock: Clock,
+    notifications: Notifications,
+) -> None:
+    # Given a completion whose order waited past the route's result lifetime (24 h here)
+    call(update(ProviderState.SUCCEEDED))
+    [(order, _)] = queue.orders
+    assert order.task.result_expires_at == pytest.approx(clock() + 24 * 3600)
+    clock.advance(24 * 3600 + 1)
+
+    # Then nothing is fetched and the task fails with the reason
+    assert queue.drain(finalizer) == [FinalizeOutcome.FAILED]
+    assert fetcher.fetched == []
+    [task] = notifications.sent
+    assert task.error is not None and task.error.code == "RESULT_EXPIRED"
+
+
+def test_an_unconfirmed_submission_is_held_then_failed_never_resubmitted(
+    sweep: Any,
+    store: TaskStore,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    provider: FakeProvider,
+    clock: Clock,
+    notifications: Notifications,
+) -> None:
+    # Given a submission that got no answer
+    task = Task(
+        task_id="t-2",
+        status=TaskStatus.RECEIVED,
+        received_at=clock(),
+        updated_at=clock(),
+        source=SourceObject(bucket="media", key="incoming/x.png", size=10),
+        provider=ProviderRef(name="magnific"),
+        token_hash=hash_token(TOKEN),
+        owner="upload-msg",
+    )
+    assert store.create(task, lease_until=clock() + 60).applied
+    store.hold_unconfirmed(
+        "t-2", error={"code": "PROVIDER_OUTCOME_UNKNOWN", "message": "ReadTimeout"}, now=clock()
+    )
+
+    # While its webhook may still come, the reconciler waits (nothing to poll: no id)
+    clock.advance(1000)
+    assert sweep() == {"unconfirmed_held": 1}
+    # After the hold it fails, with the reason, and nothing was submitted again
+    clock.advance(900)
+    assert sweep() == {"unconfirmed_failed": 1}
+    assert queue.drain(finalizer) == [FinalizeOutcome.FAILED]
+    assert provider.submitted == []
+    [ended] = notifications.sent
+    assert ended.error is not None and ended.error.code == "PROVIDER_OUTCOME_UNKNOWN"
+
+
+def test_an_unconfirmed_submission_whose_webhook_comes_finishes_normally(
+    call: Any,
+    store: TaskStore,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    clock: Clock,
+) -> None:
+    task = Task(
+        task_id="t-3",
+        status=TaskStatus.RECEIVED,
+        received_at=clock(),
+        updated_at=clock(),
+        source=SourceObject(bucket="media", key="incoming/y.png", size=10),
+        provider=ProviderRef(name="magnific"),
+        token_hash=hash_token(TOKEN),
+        owner="upload-msg",
+    )
+    assert store.create(task, lease_until=clock() + 60).applied
+    store.hold_unconfirmed(
+        "t-3", error={"code": "PROVIDER_OUTCOME_UNKNOWN", "message": "ReadTimeout"}, now=clock()
+    )
+
+    assert (
+        call(update(ProviderState.SUCCEEDED, provider_task_id="p-7"), task_id="t-3")
+        is UpdateOutcome.FINALIZING
+    )
+    assert queue.drain(finalizer) == [FinalizeOutcome.SUCCEEDED]
+    done = store.get("t-3")
+    assert done is not None and done.status is TaskStatus.SUCCEEDED and done.provider.task_id == "p-7"
 
 
 def test_a_lost_finalize_order_is_reissued_once_stale(

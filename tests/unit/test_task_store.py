@@ -49,17 +49,47 @@ def test_released_submission_can_be_reclaimed_with_a_new_token_but_not_while_lea
     store.create(new_task(), lease_until=1100.0)
     # While the lease is live, nobody else claims it
     assert (
-        store.claim_submission("t-1", owner="msg-2", token_hash="b" * 64, now=1050.0, lease_until=1170.0)
+        store.claim_submission(
+            "t-1", owner="msg-2", token_hash="b" * 64, now=1050.0, lease_until=1170.0, route="magnific"
+        )
         is None
     )
     # After a release (provider outage), the next delivery claims it with its own token
     store.release_submission("t-1", owner="msg-1", error={"code": "X", "message": "503"}, now=1060.0)
+    released = store.get("t-1")
+    assert released is not None and released.released
     claimed = store.claim_submission(
-        "t-1", owner="msg-2", token_hash="b" * 64, now=1070.0, lease_until=1190.0
+        "t-1",
+        owner="msg-2",
+        token_hash="b" * 64,
+        now=1070.0,
+        lease_until=1190.0,
+        route="fal",
+        estimated_cost_usd=1.4,
     )
     assert claimed is not None
     assert (claimed.submit_attempts, claimed.owner, claimed.token_hash) == (2, "msg-2", "b" * 64)
     assert claimed.last_error is not None and claimed.last_error.message == "503"
+    # And the retry is on the route it names now, no longer marked released
+    assert (claimed.provider.name, claimed.estimated_cost_usd, claimed.released) == ("fal", 1.4, False)
+
+
+def test_an_unanswered_submission_is_held_and_a_webhook_may_still_move_it_on(store: TaskStore) -> None:
+    store.create(new_task(), lease_until=1100.0)
+    held = store.hold_unconfirmed(
+        "t-1", error={"code": "PROVIDER_OUTCOME_UNKNOWN", "message": "timeout"}, now=1010.0
+    )
+    assert held is not None and held.status is TaskStatus.UNCONFIRMED and held.lease_until is None
+    # Nothing claims it for another submission
+    assert (
+        store.claim_submission(
+            "t-1", owner="msg-2", token_hash="b" * 64, now=1200.0, lease_until=1300.0, route="magnific"
+        )
+        is None
+    )
+    # The provider's webhook says it did take it: its id is recorded on the way
+    running = store.move("t-1", TaskStatus.RUNNING, now=1020.0, provider_task_id="p-9")
+    assert running.task is not None and running.task.provider.task_id == "p-9"
 
 
 def test_moves_follow_the_lifecycle_table(store: TaskStore) -> None:

@@ -36,6 +36,11 @@ class Settings(BaseModel):
     secret_prefix: str = Field(default="happyhorse/", alias="SECRET_PREFIX")
     secret_cache_seconds: int = Field(default=300, ge=0, alias="SECRET_CACHE_SECONDS")
     webhook_base_url: str = Field(default="", alias="WEBHOOK_BASE_URL")
+    breaker_threshold: int = Field(default=5, ge=1, alias="BREAKER_THRESHOLD")
+    breaker_window_seconds: int = Field(default=60, ge=1, alias="BREAKER_WINDOW_SECONDS")
+    breaker_cooldown_seconds: int = Field(default=300, ge=1, alias="BREAKER_COOLDOWN_SECONDS")
+    unconfirmed_hold_seconds: int = Field(default=1800, ge=60, alias="UNCONFIRMED_HOLD_SECONDS")
+    """How long a submission that got no answer waits for its webhook before it FAILS."""
     poll_queue_url: str = Field(default="", alias="POLL_QUEUE_URL")
     poll_max_concurrency: int = Field(default=2, ge=1, alias="POLL_MAX_CONCURRENCY")
 

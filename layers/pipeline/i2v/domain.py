@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class TaskStatus(StrEnum):
     RECEIVED = "RECEIVED"
+    UNCONFIRMED = "UNCONFIRMED"
+    """Sent to the provider, no answer came: it may or may not have made the task."""
     SUBMITTED = "SUBMITTED"
     RUNNING = "RUNNING"
     FINALIZING = "FINALIZING"
@@ -119,9 +121,15 @@ class Task(BaseModel):
     updated_at: float
     submit_attempts: int = 0
     lease_until: float | None = None
+    result_expires_at: float | None = None
+    """When the provider's video will be gone (its route's result lifetime after completion)."""
+    cancelled_at: float | None = None
+    """When the provider was asked to stop a task given up as TIMED_OUT."""
     video: VideoObject | None = None
     error: ErrorInfo | None = None
     last_error: ErrorInfo | None = None
     estimated_cost_usd: float | None = None
+    released: bool = False
+    """The last submission was confirmed not taken: a retry may go to another route."""
     notify_pending: bool = False
     """A terminal task whose notification failed: the reconciler sends it again."""

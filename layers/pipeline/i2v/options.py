@@ -1,6 +1,7 @@
 """An upload's options: stack defaults < S3 user metadata < an optional JSON sidecar.
 
-Metadata keys are `prompt`, `resolution`, `duration` and `seed`; S3 metadata is ASCII,
+Metadata keys are `prompt`, `resolution`, `duration`, `seed`, `model` (HappyHorse 1.0 or
+1.1) and `provider` (the route that should take the upload); S3 metadata is ASCII,
 so the prompt may be percent-encoded UTF-8. A long prompt (up to 2500 characters) can
 come from a JSON sidecar in the same bucket, named by the `options` metadata key and
 uploaded before the image.
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from i2v.domain import Options
 from i2v.errors import InvalidOptions
 
-OPTION_KEYS = ("prompt", "resolution", "duration", "seed")
+OPTION_KEYS = ("prompt", "resolution", "duration", "seed", "model", "provider")
 SIDECAR_KEY = "options"
 SIDECAR_SUFFIX = ".json"
 MAX_SIDECAR_BYTES = 64 * 1024
@@ -42,6 +43,8 @@ def _from_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
                 raise InvalidOptions("metadata 'prompt' is not valid percent-encoded UTF-8") from exc
         elif name == "resolution":
             found[name] = raw.upper()
+        elif name == "provider":
+            found[name] = raw.lower()
         else:
             found[name] = raw
     return found

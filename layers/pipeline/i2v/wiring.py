@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from i2v.providers.base import Provider
     from i2v.providers.route import RouteSettings
     from i2v.redelivery import Redelivery
+    from i2v.routing import RouteChoice
     from i2v.storage import SourceStore
     from i2v.usecases.callback import CallbackRequest
     from i2v.usecases.finalize import FetchVideo, Finalizer, StoredVideo
@@ -105,19 +106,52 @@ def provider(name: str) -> Provider:
     return route_entry(name).factory(config, http, SecretCredentials(config))
 
 
-def choose_route(requested: str | None) -> ChosenRoute:
-    """The route a new upload goes to: the one it asks for, else the primary."""
-    from i2v.errors import InvalidOptions
-    from i2v.usecases.submit import ChosenRoute
+class StackRouting:
+    """The stack's routes for new uploads, with the shared breaker (i2v/routing.py)."""
 
-    configured = settings().routes
-    name = requested or configured[0]
-    if name not in configured:
-        raise InvalidOptions(
-            f"provider {name!r} is not configured on this stack; it has: {', '.join(configured)}",
-            code="ROUTE_NOT_CONFIGURED",
+    def __init__(self, choice: RouteChoice) -> None:
+        self._choice = choice
+
+    def choose(self, requested: str | None) -> ChosenRoute:
+        from i2v.errors import InvalidOptions
+
+        configured = self._choice.routes
+        if requested is not None and requested not in configured:
+            raise InvalidOptions(
+                f"provider {requested!r} is not configured on this stack; it has: {', '.join(configured)}",
+                code="ROUTE_NOT_CONFIGURED",
+            )
+        # An upload that names its route is held to it; the others fail over.
+        return self.named(requested or self._choice.pick())
+
+    def named(self, name: str) -> ChosenRoute:
+        from i2v.usecases.submit import ChosenRoute
+
+        return ChosenRoute(provider=provider(name), settings=route_settings(name))
+
+    def failed(self, name: str) -> None:
+        self._choice.failed(name)
+
+
+@cache
+def routing() -> StackRouting:
+    from i2v.observability import MetricUnit, metrics
+    from i2v.routing import Breaker, BreakerConfig, RouteChoice
+
+    config = settings()
+    breaker = None
+    if len(config.routes) > 1:  # one route: no failover, no breaker reads
+        breaker = Breaker(
+            client("dynamodb"),
+            config.table_name,
+            BreakerConfig(
+                threshold=config.breaker_threshold,
+                window_seconds=config.breaker_window_seconds,
+                cooldown_seconds=config.breaker_cooldown_seconds,
+            ),
+            on_open=lambda route: metrics.add_metric(name="BreakerOpened", unit=MetricUnit.Count, value=1),
         )
-    return ChosenRoute(provider=provider(name), settings=route_settings(name))
+    return StackRouting(RouteChoice(routes=config.routes, breaker=breaker))
 
 
 def notify(task: Task) -> None:
@@ -140,7 +174,12 @@ def enqueue_finalize(order: FinalizeOrder) -> None:
 def progress() -> Progress:
     from i2v.usecases.progress import Progress
 
-    return Progress(store=task_store(), enqueue=enqueue_finalize, clock=time.time)
+    return Progress(
+        store=task_store(),
+        enqueue=enqueue_finalize,
+        clock=time.time,
+        result_ttl_seconds=lambda route: route_settings(route).result_ttl_seconds,
+    )
 
 
 def video_fetcher() -> FetchVideo:
@@ -213,7 +252,7 @@ def submit() -> Callable[[Upload, str], SubmitOutcome]:
             ),
             store=task_store(),
             sources=source_store(),
-            routing=choose_route,
+            routing=routing(),
             endings=endings(),
             metrics=metrics,
             clock=time.time,
@@ -282,6 +321,7 @@ def reconciler() -> Callable[[Callable[[], float]], Counter[str]]:
                 reconcile_after_seconds=config.reconcile_after_seconds,
                 task_deadline_seconds=config.task_deadline_seconds,
                 finalize_stale_seconds=config.finalize_stale_seconds,
+                unconfirmed_hold_seconds=config.unconfirmed_hold_seconds,
             ),
             providers=provider,
             progress=progress(),

@@ -128,7 +128,16 @@ class MagnificProvider:
         from urllib.parse import quote
 
         url = f"{self._endpoint(model or '1.0')}/{quote(provider_task_id, safe='')}"
-        return to_update(self._task(self._request("GET", url)))
+        try:
+            payload = self._request("GET", url)
+        except ProviderRejected as exc:
+            if exc.code != "PROVIDER_HTTP_404":
+                raise
+            # The provider does not know the id (never created, or expired).
+            return ProviderUpdate(
+                provider_task_id=provider_task_id, state=ProviderState.GONE, raw_status="404"
+            )
+        return to_update(self._task(payload))
 
     def cancel(self, provider_task_id: str, *, model: str | None = None) -> bool:
         return False  # Magnific documents no cancel call

@@ -1,9 +1,14 @@
 """The task lifecycle in one table: each state and the states it may be entered from.
 
     RECEIVED ──▶ SUBMITTED ──▶ RUNNING ──▶ FINALIZING ──▶ SUCCEEDED
-       │                                      │
-       ▼                                      ▼
-    REJECTED / FAILED                   FAILED / TIMED_OUT
+       │  │                         ▲         │
+       │  └──▶ UNCONFIRMED ─────────┘         ▼
+       ▼                                FAILED / TIMED_OUT
+    REJECTED / FAILED
+
+UNCONFIRMED is a submission that was sent and never answered: the provider may have
+made the task. Nothing submits it again; its webhook (which names our task) moves it on,
+or the reconciler fails it after the hold with PROVIDER_OUTCOME_UNKNOWN.
 
 Every write that changes a task's status takes its condition from here, so a
 duplicate, late or out-of-order event fails the condition and changes nothing.
@@ -22,8 +27,9 @@ from types import MappingProxyType
 
 from i2v.domain import TERMINAL_STATES, TaskStatus
 
-_RECEIVED, _SUBMITTED, _RUNNING, _FINALIZING = (
+_RECEIVED, _UNCONFIRMED, _SUBMITTED, _RUNNING, _FINALIZING = (
     TaskStatus.RECEIVED,
+    TaskStatus.UNCONFIRMED,
     TaskStatus.SUBMITTED,
     TaskStatus.RUNNING,
     TaskStatus.FINALIZING,
@@ -32,10 +38,12 @@ _RECEIVED, _SUBMITTED, _RUNNING, _FINALIZING = (
 ENTERED_FROM: Mapping[TaskStatus, frozenset[TaskStatus]] = MappingProxyType(
     {
         TaskStatus.RECEIVED: frozenset(),
+        TaskStatus.UNCONFIRMED: frozenset({_RECEIVED}),
         TaskStatus.SUBMITTED: frozenset({_RECEIVED}),
-        # A fast provider may report before the submit step has recorded its task id.
-        TaskStatus.RUNNING: frozenset({_RECEIVED, _SUBMITTED}),
-        TaskStatus.FINALIZING: frozenset({_RECEIVED, _SUBMITTED, _RUNNING}),
+        # A fast provider may report before the submit step has recorded its task id, and
+        # the webhook of an unconfirmed submission says the provider did take it.
+        TaskStatus.RUNNING: frozenset({_RECEIVED, _UNCONFIRMED, _SUBMITTED}),
+        TaskStatus.FINALIZING: frozenset({_RECEIVED, _UNCONFIRMED, _SUBMITTED, _RUNNING}),
         TaskStatus.SUCCEEDED: frozenset({_FINALIZING}),
         # Refused by the provider at submission, or failed by it (through FINALIZING).
         TaskStatus.FAILED: frozenset({_RECEIVED, _FINALIZING}),

@@ -142,16 +142,33 @@ class TaskStore:
         return Write(task.model_copy(update={"submit_attempts": 1, "lease_until": lease_until}))
 
     def claim_submission(
-        self, task_id: str, *, owner: str, token_hash: str, now: float, lease_until: float
+        self,
+        task_id: str,
+        *,
+        owner: str,
+        token_hash: str,
+        now: float,
+        lease_until: float,
+        route: str,
+        estimated_cost_usd: float | None = None,
     ) -> Task | None:
         """Re-claim a task whose earlier submission was released (a provider outage), with a
-        fresh callback token: the old one was never given to a provider that accepted it."""
+        fresh callback token: the old one was never given to a provider that accepted it.
+        `route` is where this attempt goes (another one only after a confirmed failure)."""
         return self._update(
             task_id,
             condition="#status = :received AND (attribute_not_exists(lease_until) OR lease_until < :now)",
             values={":received": TaskStatus.RECEIVED.value, ":now": now},
-            set_={"lease_until": lease_until, "owner": owner, "token_hash": token_hash, "updated_at": now},
+            set_={
+                "lease_until": lease_until,
+                "owner": owner,
+                "token_hash": token_hash,
+                "updated_at": now,
+                "provider.name": route,
+                "estimated_cost_usd": estimated_cost_usd,
+            },
             add={"submit_attempts": 1},
+            remove=["released"],
         ).task
 
     def mark_submitted(self, task_id: str, *, provider_task_id: str, now: float) -> Task | None:
@@ -173,14 +190,23 @@ class TaskStore:
         ).task
 
     def release_submission(self, task_id: str, *, owner: str, error: Mapping[str, str], now: float) -> None:
-        """Give a submission that could not be made back to the queue's retries."""
+        """Give a submission the provider confirmed it did not take (a refusal, a 429 or
+        5xx answer, no connection) back to the queue's retries; `released` says a retry
+        may go to another route."""
         self._update(
             task_id,
             condition="#status = :received AND #owner = :owner",
             values={":received": TaskStatus.RECEIVED.value, ":owner": owner},
-            set_={"last_error": dict(error), "updated_at": now},
+            set_={"last_error": dict(error), "updated_at": now, "released": True},
             remove=["lease_until"],
         )
+
+    def hold_unconfirmed(self, task_id: str, *, error: Mapping[str, str], now: float) -> Task | None:
+        """A submission sent but never answered: RECEIVED becomes UNCONFIRMED, never
+        submitted again; a webhook or the reconciler settles it."""
+        return self.move(
+            task_id, TaskStatus.UNCONFIRMED, now=now, set_={"last_error": dict(error)}, remove=["lease_until"]
+        ).task
 
     # -- progress ----------------------------------------------------------------------
 

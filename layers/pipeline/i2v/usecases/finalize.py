@@ -9,6 +9,7 @@ after a backoff, up to `max_attempts` deliveries, then the task FAILS with the r
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,7 +17,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from i2v.domain import ErrorInfo, Task, TaskStatus, VideoObject
-from i2v.errors import DownloadFailed, ProviderRejected, RetryLater
+from i2v.errors import DownloadFailed, PipelineError, ProviderRejected, RetryLater
 from i2v.observability import MetricsSink, MetricUnit, logger
 from i2v.providers.base import Provider, ProviderState
 from i2v.usecases.outcome import Endings
@@ -65,6 +66,7 @@ class Finalizer:
     fetch_video: FetchVideo
     endings: Endings
     metrics: MetricsSink
+    clock: Callable[[], float] = time.time
 
     def __call__(self, order: FinalizeOrder, *, attempt: int) -> FinalizeOutcome:
         """Finish `order`'s task; `attempt` counts this message's deliveries (1 = first)."""
@@ -73,7 +75,14 @@ class Finalizer:
         outcome = task.outcome or TaskStatus.FAILED
         if outcome is not TaskStatus.SUCCEEDED:
             error = task.error or ErrorInfo(code="PROVIDER_FAILED", message="the provider failed the task")
-            return self._end(task, outcome, error=error)
+            cancelled = outcome is TaskStatus.TIMED_OUT and self._cancel(task)
+            return self._end(task, outcome, error=error, cancelled_at=self.clock() if cancelled else None)
+        if task.result_expires_at is not None and self.clock() > task.result_expires_at:
+            error = ErrorInfo(
+                code="RESULT_EXPIRED",
+                message=f"{task.provider.name}'s video expired before it could be downloaded",
+            )
+            return self._end(task, TaskStatus.FAILED, error=error)
         try:
             url = self._video_url(order, attempt)
             stored = self.fetch_video(url, video_key(task, self.config), _metadata(task), task.provider.name)
@@ -112,6 +121,23 @@ class Finalizer:
             logger.info("video stored", extra={"video_key": video.key, "size": stored.size})
         return ended
 
+    def _cancel(self, task: Task) -> bool:
+        """A task given up as TIMED_OUT is stopped at the provider where the route can, so a
+        late generation is not paid for unseen. Best effort: the task times out either way."""
+        if task.provider.task_id is None:
+            return False
+        try:
+            cancelled = self.providers(task.provider.name).cancel(
+                task.provider.task_id, model=task.options.model
+            )
+        except PipelineError as exc:
+            logger.warning("provider task not cancelled", extra={"code": exc.code, "reason": exc.message})
+            return False
+        logger.info("provider task cancelled" if cancelled else "provider task could not be cancelled")
+        if cancelled:
+            self.metrics.add_metric(name="ProviderTasksCancelled", unit=MetricUnit.Count, value=1)
+        return cancelled
+
     def _video_url(self, order: FinalizeOrder, attempt: int) -> str:
         """The webhook's URL on a first try; the provider's current answer after that (a
         signed URL may have expired), or when the completion named no video."""
@@ -141,10 +167,15 @@ class Finalizer:
         *,
         error: ErrorInfo | None = None,
         video: VideoObject | None = None,
+        cancelled_at: float | None = None,
     ) -> FinalizeOutcome:
         assert task.owner is not None, "a FINALIZING task always has its order as owner"
-        fields = {"video": video.model_dump(mode="json")} if video else None
-        ended = self.endings.end(task.task_id, status, owner=task.owner, error=error, set_=fields)
+        fields: dict[str, object] = {}
+        if video is not None:
+            fields["video"] = video.model_dump(mode="json")
+        if cancelled_at is not None:
+            fields["cancelled_at"] = cancelled_at
+        ended = self.endings.end(task.task_id, status, owner=task.owner, error=error, set_=fields or None)
         if ended is None:
             return FinalizeOutcome.NOT_OURS
         return FinalizeOutcome(status.value.lower())

@@ -45,6 +45,8 @@ class Progress:
     store: TaskStore
     enqueue: EnqueueFinalize
     clock: Callable[[], float]
+    result_ttl_seconds: Callable[[str], float] = lambda route: 24 * 3600
+    """How long route `route` keeps a finished task's video."""
 
 
 def apply_update(
@@ -84,7 +86,10 @@ def apply_update(
                 or _FINISHED[update.state]
                 or ErrorInfo(code="PROVIDER_FAILED", message=update.raw_status)
             )
-        written = guard(TaskStatus.FINALIZING, set_=_finalizing_fields(outcome, via, error))
+        fields = _finalizing_fields(outcome, via, error)
+        if outcome is TaskStatus.SUCCEEDED and route is not None:
+            fields["result_expires_at"] = now + progress.result_ttl_seconds(route)
+        written = guard(TaskStatus.FINALIZING, set_=fields)
         settled = _settled(written, update, token_hash, route, UpdateOutcome.FINALIZING)
         if written.task is not None:
             progress.enqueue(FinalizeOrder(task=written.task, video_url=update.video_url))

@@ -25,6 +25,7 @@ class ReconcileConfig:
     reconcile_after_seconds: int
     task_deadline_seconds: int
     finalize_stale_seconds: int
+    unconfirmed_hold_seconds: int = 1800
     max_tasks: int = 200
 
 
@@ -43,7 +44,12 @@ def reconcile(
     """
     report: Counter[str] = Counter()
     older_than = progress.clock() - config.reconcile_after_seconds
-    for task in progress.store.list_open(older_than=older_than, limit=config.max_tasks):
+    # The soonest-expiring provider results first: a video found late may be gone.
+    tasks = sorted(
+        progress.store.list_open(older_than=older_than, limit=config.max_tasks),
+        key=lambda task: task.result_expires_at if task.result_expires_at is not None else float("inf"),
+    )
+    for task in tasks:
         if time_left() < _RESERVE_SECONDS:
             report["stopped_early"] += 1
             break
@@ -77,13 +83,35 @@ def _visit(
         )
         queued = begin_finalization(task.task_id, TaskStatus.TIMED_OUT, error, progress, via="reconcile")
         return "timed_out" if queued else "unchanged"
+    if task.status is TaskStatus.UNCONFIRMED:
+        return _settle_unconfirmed(task, config, progress, now=now)
+    return _poll(task, providers, progress)
+
+
+def _poll(task: Task, providers: Callable[[str], Provider], progress: Progress) -> str:
     if task.status is TaskStatus.RECEIVED or task.provider.task_id is None:
         return "awaiting_submission"  # the uploads queue retries it with backoff
     update = providers(task.provider.name).status(task.provider.task_id, model=task.options.model)
     logger.info("provider status polled", extra={"provider_status": update.raw_status})
     if update.state is ProviderState.RUNNING and not may_move(task.status, TaskStatus.RUNNING):
         return "unchanged"  # no write: the lifecycle would refuse it anyway
-    return apply_update(task.task_id, update, progress, via="reconcile").value
+    return apply_update(task.task_id, update, progress, via="reconcile", route=task.provider.name).value
+
+
+def _settle_unconfirmed(task: Task, config: ReconcileConfig, progress: Progress, *, now: float) -> str:
+    """A submission that got no answer and whose webhook never came: failed, not resent
+    (a second submission could be paid twice). `i2v retry` can submit it again."""
+    if task.provider.task_id is not None or now - task.updated_at < config.unconfirmed_hold_seconds:
+        return "unconfirmed_held"
+    error = ErrorInfo(
+        code="PROVIDER_OUTCOME_UNKNOWN",
+        message=(
+            f"{task.provider.name} never answered the submission and sent no webhook within "
+            f"{config.unconfirmed_hold_seconds} s; it was not submitted again, so it cannot be paid twice"
+        ),
+    )
+    queued = begin_finalization(task.task_id, TaskStatus.FAILED, error, progress, via="reconcile")
+    return "unconfirmed_failed" if queued else "unchanged"
 
 
 def _renotify(task: Task, progress: Progress, endings: Endings) -> str:

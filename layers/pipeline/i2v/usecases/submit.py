@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, unquote_plus
 
 from i2v.domain import (
@@ -17,7 +17,13 @@ from i2v.domain import (
     TaskStatus,
     derive_task_id,
 )
-from i2v.errors import InvalidInput, PipelineError, ProviderRejected, ProviderUnavailable
+from i2v.errors import (
+    InvalidInput,
+    PipelineError,
+    ProviderOutcomeUnknown,
+    ProviderRejected,
+    ProviderUnavailable,
+)
 from i2v.media.image import read_image_info
 from i2v.observability import MetricsSink, MetricUnit, logger
 from i2v.options import is_sidecar, resolve_options
@@ -36,6 +42,7 @@ class SubmitOutcome(StrEnum):
     FAILED = "failed"
     DUPLICATE = "duplicate"
     SKIPPED = "skipped"
+    UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True)
@@ -87,9 +94,21 @@ class ChosenRoute:
         return self.provider.name
 
 
-Routing = Callable[[str | None], ChosenRoute]
-"""(the route an upload asks for, or None) -> the route that takes it. Raises
-InvalidOptions for a route this stack has not configured."""
+class Routing(Protocol):
+    """The stack's routes (i2v/routing.py holds the breaker behind them)."""
+
+    def choose(self, requested: str | None) -> ChosenRoute:
+        """The route a new task goes to: the one asked for, else the first whose breaker
+        is closed. Raises InvalidOptions for a route this stack has not configured."""
+        ...
+
+    def named(self, name: str) -> ChosenRoute:
+        """Route `name`, configured or not any more: a task stays where it was taken."""
+        ...
+
+    def failed(self, name: str) -> None:
+        """A failure to create a task on `name`: it counts toward the route's breaker."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -158,9 +177,10 @@ def submit_upload(
         received_at=now,
         updated_at=now,
     )
-    claimed = _claim(task, config, store, endings, clock)
-    if claimed is None:
+    claim = _claim(task, route, config, store, routing, endings, clock)
+    if claim is None:
         return SubmitOutcome.DUPLICATE
+    claimed, route = claim
 
     if rejection is not None:
         exc = rejection.reason
@@ -168,8 +188,27 @@ def submit_upload(
         endings.end(task_id, TaskStatus.REJECTED, owner=owner, error=_error(exc))
         return SubmitOutcome.REJECTED
     assert route is not None
-    if claimed.provider.name != route.name:
-        route = routing(claimed.provider.name)  # a retry stays on the route first claimed
+    return _submit(
+        claimed, route, token, owner, config, store, sources, routing, endings, metrics, clock, first_poll
+    )
+
+
+def _submit(
+    claimed: Task,
+    route: ChosenRoute,
+    token: str,
+    owner: str,
+    config: SubmitConfig,
+    store: TaskStore,
+    sources: SourceStore,
+    routing: Routing,
+    endings: Endings,
+    metrics: MetricsSink,
+    clock: Callable[[], float],
+    first_poll: Callable[[PollOrder], None],
+) -> SubmitOutcome:
+    """The paid call, and what its answer means for the task."""
+    task_id = claimed.task_id
     provider = route.provider
     try:
         provider_task_id = provider.submit(_request(claimed, token, config, sources, provider))
@@ -177,7 +216,16 @@ def submit_upload(
         logger.warning("provider refused the task", extra={"code": exc.code, "reason": exc.message})
         endings.end(task_id, TaskStatus.FAILED, owner=owner, error=_error(exc))
         return SubmitOutcome.FAILED
+    except ProviderOutcomeUnknown as exc:
+        # The provider may have made the task: never submitted again, never moved to
+        # another route. Its webhook (or the reconciler, after the hold) settles it.
+        routing.failed(provider.name)
+        store.hold_unconfirmed(task_id, error=_error(exc).model_dump(), now=clock())
+        logger.warning("submission outcome unknown; task held", extra={"reason": exc.message})
+        metrics.add_metric(name="SubmissionsUnconfirmed", unit=MetricUnit.Count, value=1)
+        return SubmitOutcome.UNCONFIRMED
     except ProviderUnavailable as exc:
+        routing.failed(provider.name)
         store.release_submission(task_id, owner=owner, error=_error(exc).model_dump(), now=clock())
         metrics.add_metric(name="ProviderUnavailable", unit=MetricUnit.Count, value=1)
         raise
@@ -219,7 +267,7 @@ def _schedule_first_poll(
 def _route_for(source: SourceObject, options: Options, routing: Routing) -> ChosenRoute:
     """The route that takes the upload, once its rules accept the image and the options."""
     try:
-        route = routing(options.provider)
+        route = routing.choose(options.provider)
         assert source.width is not None and source.height is not None and source.image_format is not None
         route.settings.check_image(source.image_format, source.width, source.height, source.size or 0)
         route.settings.check_options(options, route=route.name)
@@ -229,27 +277,53 @@ def _route_for(source: SourceObject, options: Options, routing: Routing) -> Chos
 
 
 def _claim(
-    task: Task, config: SubmitConfig, store: TaskStore, endings: Endings, clock: Callable[[], float]
-) -> Task | None:
-    """The task, claimed for this message; None when another message has it or had it."""
+    task: Task,
+    route: ChosenRoute | None,
+    config: SubmitConfig,
+    store: TaskStore,
+    routing: Routing,
+    endings: Endings,
+    clock: Callable[[], float],
+) -> tuple[Task, ChosenRoute | None] | None:
+    """The task, claimed for this message, and the route to submit it to; None when
+    another message has it or had it.
+
+    A retry moves to the route chosen now (the breaker may have sent new tasks elsewhere)
+    only when its last attempt was a confirmed failure to create it (`released`); any
+    other earlier attempt may have made a task, so the retry stays where that one went.
+    """
     lease_until = task.received_at + config.submit_lease_seconds
     created = store.create(task, lease_until=lease_until)
     if created.task is not None:
-        return created.task
+        return created.task, route
     existing = created.before
     if existing is not None and existing.status.is_terminal and existing.owner == task.owner:
         # This message ended the task before its process died: the notification may not be out.
         endings.announce(existing)
         return None
+    if (
+        existing is not None
+        and route is not None
+        and not (existing.released and existing.provider.name != route.name)
+    ):
+        route = routing.named(existing.provider.name)
     assert task.owner is not None and task.token_hash is not None
     claimed = store.claim_submission(
-        task.task_id, owner=task.owner, token_hash=task.token_hash, now=clock(), lease_until=lease_until
+        task.task_id,
+        owner=task.owner,
+        token_hash=task.token_hash,
+        now=clock(),
+        lease_until=lease_until,
+        route=route.name if route else task.provider.name,
+        estimated_cost_usd=route.settings.estimate_cost_usd(task.options) if route else None,
     )
     if claimed is None:
         logger.info("task already claimed or past submission: duplicate event acknowledged")
         return None
-    logger.info("retrying submission", extra={"attempt": claimed.submit_attempts})
-    return claimed
+    logger.info(
+        "retrying submission", extra={"attempt": claimed.submit_attempts, "route": claimed.provider.name}
+    )
+    return claimed, route
 
 
 def _request(

@@ -191,7 +191,8 @@ class TaskFailed(Exception):
 
 
 class _TaskAbandoned(Exception):
-    """The simulator was reset or stopped while the task ran: stop quietly."""
+    """The task is no longer stored (forgotten, reset, or replaced by a route's cancel) or
+    the simulator stops: its worker stops quietly."""
 
 
 class Simulator(BackgroundService, Generic[R]):
@@ -597,7 +598,7 @@ class Simulator(BackgroundService, Generic[R]):
         except TaskFailed as failure:
             self._fail(task, str(failure))
         except _TaskAbandoned:
-            self.logger.info("task %s abandoned (simulator reset or stopped)", task.task_id)
+            self.logger.info("task %s abandoned (no longer stored, or the simulator stopped)", task.task_id)
         except Exception:
             self.logger.exception("task %s: unexpected error", task.task_id)
             self._fail(task, "internal error in the simulator")

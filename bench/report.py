@@ -63,6 +63,13 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     check("aws_calls.dynamodb_reads", "0", lambda v: v == 0)
     extra = _get(results, "aws_calls.intermediate_statuses") or 0
     check("aws_calls.dynamodb_writes", f"<= {4 + extra} (4 + {extra} intermediate)", lambda v: v <= 4 + extra)
+    interval = _get(results, "poll_delay.interval_seconds")
+    if interval is not None:
+        check(
+            "poll_delay.delay_seconds_p95",
+            f"<= {interval + 10} (interval + 10 s)",
+            lambda v: v <= interval + 10,
+        )
     return rows
 
 
@@ -371,6 +378,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     md += _burst_md(results, out)
     if isinstance(results.get("aws_calls"), dict):
         md += _section_md("DynamoDB calls per task", results["aws_calls"])
+    if isinstance(results.get("poll_delay"), dict):
+        md += _section_md("Polling routes: provider finished to SUCCEEDED", results["poll_delay"])
     if isinstance(results.get("cost"), dict):
         md += _cost_md(results["cost"], out)
     path = out / "bench.md"

@@ -32,6 +32,7 @@ SECTIONS = {
     "stream": "video_stream",
     "burst": "burst",
     "aws_calls": "aws_calls",
+    "poll_delay": "poll_delay",
     "cost": "cost",
 }
 

@@ -13,6 +13,7 @@ that runs past its Timeout is stopped and reported the way Lambda reports it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -93,6 +94,7 @@ class ExecutionEnvironment:
 
     def __init__(self, config: FunctionConfig, log_stream: IO[bytes] | None) -> None:
         self._config = config
+        self.config = config
         self.log_stream_name = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
         self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._process = subprocess.Popen(
@@ -268,9 +270,20 @@ class LocalFunction:
             raise FunctionError(self.name, {"errorType": "Runtime.Stopped", "errorMessage": "stopped"})
         return environment
 
+    def update_environment(self, changes: Mapping[str, str]) -> None:
+        """Like Lambda's UpdateFunctionConfiguration: later invocations run in new
+        environments with `changes` applied; one running now finishes in its old one."""
+        with self._available:
+            self.config = dataclasses.replace(self.config, environment={**self.config.environment, **changes})
+            stale, self._idle = self._idle, []
+            for environment in stale:
+                self._environments.discard(environment)
+        for environment in stale:
+            environment.stop()
+
     def _release(self, environment: ExecutionEnvironment) -> None:
         with self._available:
-            keep = environment.alive and not self._stopped
+            keep = environment.alive and not self._stopped and environment.config is self.config
             if keep:
                 self._idle.append(environment)
             else:

@@ -315,6 +315,12 @@ class LocalStack(BackgroundService):
             found[name] = stored
         return found
 
+    def update_environment(self, changes: Mapping[str, str]) -> None:
+        """Change every function's environment, as a stack update would (new invocations
+        run in new environments): e.g. `{"ROUTES": "dashscope,magnific"}`."""
+        for function in self.functions.values():
+            function.update_environment(changes)
+
     @property
     def simulator(self) -> Simulator[Any]:
         """The primary route's simulator."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("cold_start", "stream", "burst", "aws_calls", "cost")
+SECTIONS = ("cold_start", "stream", "burst", "aws_calls", "poll_delay", "cost")
 KEYS = {
     "cold_start": ["cold_start.max_ratio"],
     "stream": ["stream.max_peak_rss_mib", "stream.min_throughput_ratio"],

@@ -517,6 +517,23 @@ def test_a_video_found_after_its_result_expired_fails_with_that_reason(
     assert task.error is not None and task.error.code == "RESULT_EXPIRED"
 
 
+def unconfirmed(store: TaskStore, clock: Clock, task_id: str) -> None:
+    """A task whose submission was sent and never answered."""
+    task = Task(
+        task_id=task_id,
+        status=TaskStatus.RECEIVED,
+        received_at=clock(),
+        updated_at=clock(),
+        source=SourceObject(bucket="media", key=f"incoming/{task_id}.png", size=10),
+        provider=ProviderRef(name="magnific"),
+        token_hash=hash_token(TOKEN),
+        owner="upload-msg",
+    )
+    assert store.create(task, lease_until=clock() + 60).applied
+    error = {"code": "PROVIDER_OUTCOME_UNKNOWN", "message": "ReadTimeout"}
+    assert store.hold_unconfirmed(task_id, error=error, now=clock()) is not None
+
+
 def test_an_unconfirmed_submission_is_held_then_failed_never_resubmitted(
     sweep: Any,
     store: TaskStore,
@@ -527,20 +544,7 @@ def test_an_unconfirmed_submission_is_held_then_failed_never_resubmitted(
     notifications: Notifications,
 ) -> None:
     # Given a submission that got no answer
-    task = Task(
-        task_id="t-2",
-        status=TaskStatus.RECEIVED,
-        received_at=clock(),
-        updated_at=clock(),
-        source=SourceObject(bucket="media", key="incoming/x.png", size=10),
-        provider=ProviderRef(name="magnific"),
-        token_hash=hash_token(TOKEN),
-        owner="upload-msg",
-    )
-    assert store.create(task, lease_until=clock() + 60).applied
-    store.hold_unconfirmed(
-        "t-2", error={"code": "PROVIDER_OUTCOME_UNKNOWN", "message": "ReadTimeout"}, now=clock()
-    )
+    unconfirmed(store, clock, "t-2")
 
     # While its webhook may still come, the reconciler waits (nothing to poll: no id)
     clock.advance(1000)
@@ -561,20 +565,7 @@ def test_an_unconfirmed_submission_whose_webhook_comes_finishes_normally(
     finalizer: Finalizer,
     clock: Clock,
 ) -> None:
-    task = Task(
-        task_id="t-3",
-        status=TaskStatus.RECEIVED,
-        received_at=clock(),
-        updated_at=clock(),
-        source=SourceObject(bucket="media", key="incoming/y.png", size=10),
-        provider=ProviderRef(name="magnific"),
-        token_hash=hash_token(TOKEN),
-        owner="upload-msg",
-    )
-    assert store.create(task, lease_until=clock() + 60).applied
-    store.hold_unconfirmed(
-        "t-3", error={"code": "PROVIDER_OUTCOME_UNKNOWN", "message": "ReadTimeout"}, now=clock()
-    )
+    unconfirmed(store, clock, "t-3")
 
     assert (
         call(update(ProviderState.SUCCEEDED, provider_task_id="p-7"), task_id="t-3")

@@ -6,10 +6,11 @@ default is the route's expected generation time, a minute for DashScope, which w
 only make this run longer), and a simulator that takes about 6 s to generate. Each chain
 starts at its own submission, so a task finishes about 4 s into its first interval and
 waits most of one interval (about 11 s) for the next check: near the worst case, which
-is a whole interval plus the download. Per task: the simulator's own clock when it finished the task (the moment its
-status endpoint first says SUCCEEDED) to the task's `finished_at` (the SUCCEEDED write,
-after the download). Target (the issue): p95 <= interval + 10 s. The baseline is the
-reconciler's pass (every 5 minutes for tasks unchanged for 10), quoted, not re-run.
+is a whole interval plus the download. Per task: the simulator's own clock when it
+finished the task (the moment its status endpoint first says SUCCEEDED) to the task's
+`finished_at` (the SUCCEEDED write, after the download). Target (the issue): p95 <=
+interval + 10 s. The baseline is the reconciler's pass (every 5 minutes for tasks
+unchanged for 10), quoted, not re-run.
 """
 
 from __future__ import annotations

@@ -305,13 +305,13 @@ def test_settings_come_from_the_environment_and_route_settings() -> None:
     )
     assert isinstance(settings, AimlapiSettings)
     assert settings.base_url == "https://aiml.example"
-    assert (settings.price_720p, settings.price_1080p) == (0.1, None)
+    assert (settings.price_720p, settings.price_1080p) == (0.1, 0.312)
     assert settings.model_versions == ("1.0",)
     assert settings.poll_rate_per_second == 0.5
     assert settings.api_key_secret_name == "hh/aimlapi/api-key"
     assert settings.webhook_secret_name == ""
     assert settings.estimate_cost_usd(Options(resolution="720P", duration=5)) == 0.5
-    assert settings.estimate_cost_usd(Options(resolution="1080P")) is None
+    assert settings.estimate_cost_usd(Options(resolution="1080P")) == 1.56  # the published 0.312 per s
 
 
 def test_the_documented_defaults() -> None:

@@ -35,11 +35,11 @@ def test_a_prompt_with_a_literal_percent_sign_survives() -> None:
 def test_prompt_length_counts_characters_not_bytes() -> None:
     named = {"options": "incoming/o.json"}
     assert (
-        resolve_options(DEFAULTS, named, lambda _: json.dumps({"prompt": "é" * 2500}).encode()).prompt
-        == "é" * 2500
+        resolve_options(DEFAULTS, named, lambda _: json.dumps({"prompt": "é" * 5000}).encode()).prompt
+        == "é" * 5000
     )
     with pytest.raises(InvalidOptions, match="prompt"):
-        resolve_options(DEFAULTS, named, lambda _: json.dumps({"prompt": "é" * 2501}).encode())
+        resolve_options(DEFAULTS, named, lambda _: json.dumps({"prompt": "é" * 5001}).encode())
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ def test_prompt_length_counts_characters_not_bytes() -> None:
         (b"{not json", "not valid UTF-8 JSON"),
         (b"[1, 2]", "must hold a JSON object"),
         (b'{"colour": "red"}', "unknown fields"),
-        (b'{"duration": 2}', "duration"),
+        (b'{"duration": 1}', "duration"),
         (b"\xff\xfe", "not valid UTF-8 JSON"),
     ],
 )

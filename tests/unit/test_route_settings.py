@@ -91,8 +91,9 @@ def test_an_image_format_a_route_does_not_take_is_rejected_with_what_it_takes() 
 
 
 def test_a_price_gives_the_estimate_and_an_unknown_price_none() -> None:
-    assert MagnificSettings().estimate_cost_usd(Options(resolution="1080P", duration=5)) == 1.56
-    assert MagnificSettings(price_720p=None).estimate_cost_usd(Options(resolution="720P")) is None
+    priced = MagnificSettings(price_1080p=0.312)
+    assert priced.estimate_cost_usd(Options(resolution="1080P", duration=5)) == 1.56
+    assert priced.estimate_cost_usd(Options(resolution="720P")) is None  # Magnific's is unpublished
 
 
 # --- Standard Webhooks, per-route key encoding ------------------------------------------------

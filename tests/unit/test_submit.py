@@ -127,12 +127,14 @@ def test_an_invalid_image_is_rejected_with_its_reason_and_no_provider_call(
 
 
 @pytest.mark.parametrize(
-    ("metadata", "needle"),
+    ("metadata", "code", "needle"),
     [
-        ({"duration": "20"}, "duration"),
-        ({"resolution": "4K"}, "resolution"),
-        ({"seed": "-1"}, "seed"),
-        ({"prompt": "x" * 2501}, "prompt"),
+        ({"duration": "20"}, "INVALID_OPTIONS", "duration"),
+        ({"resolution": "4K"}, "INVALID_OPTIONS", "resolution"),
+        ({"seed": "-1"}, "INVALID_OPTIONS", "seed"),
+        ({"prompt": "x" * 5001}, "INVALID_OPTIONS", "prompt"),
+        # Valid options, beyond the route's own rules (Magnific's: 2,500 characters)
+        ({"prompt": "x" * 2501}, "UNSUPPORTED_OPTION", "prompt of 2501 characters (takes up to 2500)"),
     ],
 )
 def test_bad_options_are_rejected_before_any_paid_call(
@@ -141,12 +143,13 @@ def test_bad_options_are_rejected_before_any_paid_call(
     provider: FakeProvider,
     notifications: Notifications,
     metadata: dict[str, str],
+    code: str,
     needle: str,
 ) -> None:
     assert run(upload(aws, "incoming/a.png", image_bytes(), metadata)) is SubmitOutcome.REJECTED
     assert provider.submitted == []
     [task] = notifications.sent
-    assert task.error is not None and task.error.code == "INVALID_OPTIONS" and needle in task.error.message
+    assert task.error is not None and task.error.code == code and needle in task.error.message
 
 
 def test_a_sidecar_overrides_metadata_which_overrides_defaults(

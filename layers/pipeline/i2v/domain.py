@@ -57,9 +57,10 @@ class Frozen(BaseModel):
 class Options(Frozen):
     """What the user asked for: stack defaults, overridden by metadata, then by a sidecar."""
 
-    prompt: str = Field(default="", max_length=2500)
+    # The widest any route takes; each route's own rules are checked before submission.
+    prompt: str = Field(default="", max_length=5000)
     resolution: Resolution = "1080P"
-    duration: int = Field(default=5, ge=3, le=15)
+    duration: int = Field(default=5, ge=2, le=15)
     seed: int | None = Field(default=None, ge=0, le=2_147_483_647)
     model: ModelVersion | None = None
     """HappyHorse 1.0 or 1.1, on routes that offer both; None is the route's default, 1.0."""

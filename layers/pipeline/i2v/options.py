@@ -2,9 +2,9 @@
 
 Metadata keys are `prompt`, `resolution`, `duration`, `seed`, `model` (HappyHorse 1.0 or
 1.1) and `provider` (the route that should take the upload); S3 metadata is ASCII,
-so the prompt may be percent-encoded UTF-8. A long prompt (up to 2500 characters) can
-come from a JSON sidecar in the same bucket, named by the `options` metadata key and
-uploaded before the image.
+so the prompt may be percent-encoded UTF-8. A long prompt (up to 5000 characters; each
+route has its own limit, checked before submission) can come from a JSON sidecar in the
+same bucket, named by the `options` metadata key and uploaded before the image.
 """
 
 from __future__ import annotations

@@ -51,9 +51,10 @@ class AimlapiSettings(RouteSettings):
     model_1_1: str = "alibaba/happyhorse-1.1"
     # The docs' example videos are served from cdn.aimlapi.com.
     video_allowed_hosts: tuple[str, ...] = (".aimlapi.com",)
-    # Unpublished: AI/ML API bills per generation in its own credits; set USD per second.
-    price_720p: float | None = _default("price_720p", None)
-    price_1080p: float | None = _default("price_1080p", None)
+    # PROVIDERS.md gives AI/ML API's published prices per generated second; it bills in
+    # its own credits, so check them against the account.
+    price_720p: float | None = _default("price_720p", 0.182)
+    price_1080p: float | None = _default("price_1080p", 0.312)
     # Unpublished by AI/ML API: these are the upstream HappyHorse image rules (Alibaba's),
     # with the smaller of the two size limits its resellers quote (10 MB and 20 MB).
     image_formats: tuple[str, ...] = ("jpeg", "png", "webp")

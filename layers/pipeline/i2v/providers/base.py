@@ -23,7 +23,8 @@ class ProviderState(StrEnum):
     FAILED = "FAILED"
     GONE = "GONE"
     """The provider does not know the task id (never created, or expired): DashScope's
-    `UNKNOWN`, a 404 on a status endpoint. Terminal once the task is past its grace."""
+    `UNKNOWN`, a 404 on a status endpoint. The task FAILS with PROVIDER_TASK_GONE (an id
+    is only ever asked about after the provider returned it)."""
 
 
 class SubmitRequest(Frozen):

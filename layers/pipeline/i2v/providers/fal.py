@@ -69,9 +69,8 @@ class FalSettings(RouteSettings):
     image_min_side_px: int = 300
     image_max_aspect_ratio: float | None = 2.5
     prompt_max_chars: int = 2500
-    # A webhook route: the first status check is the safety net for a lost webhook.
-    first_poll_seconds: int = 300
-    poll_interval_seconds: int = 60
+    # A webhook route schedules no polls: the reconciler asks about a task whose webhook
+    # never came (ReconcileAfterSeconds, 10 minutes by default).
     poll_rate_per_second: float = 10.0  # unpublished
     # The queue keeps a result 1 h after completion (6 min when 10 KB or more): past that a
     # lost webhook's video URL cannot be read back. CDN files do not expire by default

@@ -32,17 +32,17 @@ class MagnificSettings(RouteSettings):
     model_1_1: str = "happy-horse-1-1"
     # The CDN host of the videos is not published: check it against a real callback.
     video_allowed_hosts: tuple[str, ...] = (".magnific.com", ".freepik.com")
-    price_720p: float | None = 0.182
-    price_1080p: float | None = 0.312
+    # Magnific does not publish its HappyHorse price (PROVIDERS.md): no estimate unless set.
+    price_720p: float | None = None
+    price_1080p: float | None = None
     image_formats: tuple[str, ...] = ("jpeg", "png", "bmp", "webp")
     image_max_bytes: int = 10 * 1024 * 1024
     image_min_side_px: int = 300
     image_max_aspect_ratio: float | None = 2.5
     prompt_max_chars: int = 2500
-    # A webhook route: the first status check is the safety net for a lost webhook.
-    first_poll_seconds: int = 300
-    poll_interval_seconds: int = 60
-    poll_rate_per_second: float = 10.0  # unpublished
+    # A webhook route schedules no polls: the reconciler asks about a task whose webhook
+    # never came (ReconcileAfterSeconds, 10 minutes by default).
+    poll_rate_per_second: float = 10.0  # published: 50/s over 5 s, 10/s averaged over 2 min
     result_ttl_seconds: int = 24 * 3600  # unpublished
 
 

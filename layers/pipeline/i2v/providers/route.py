@@ -76,9 +76,9 @@ class RouteSettings(BaseModel):
     duration_min: int = Field(default=3, ge=1)
     duration_max: int = Field(default=15, ge=1)
 
-    # Polling (routes without webhooks; webhook routes use it to resolve what a webhook
-    # left unsaid): the first status check after submission, then every interval, never
-    # more than `poll_rate_per_second` across the account.
+    # Polling routes (no webhooks): the first status check after submission, then every
+    # interval; every status call (polls, the finalizer, the reconciler) stays under
+    # `poll_rate_per_second` across the account where it is paced (the poll queue).
     first_poll_seconds: int = Field(default=60, ge=0, le=900)
     poll_interval_seconds: int = Field(default=15, ge=1, le=900)
     poll_rate_per_second: float = Field(default=20.0, gt=0)

@@ -100,7 +100,7 @@ def _poll(task: Task, providers: Callable[[str], Provider], progress: Progress) 
 
 def _settle_unconfirmed(task: Task, config: ReconcileConfig, progress: Progress, *, now: float) -> str:
     """A submission that got no answer and whose webhook never came: failed, not resent
-    (a second submission could be paid twice). `i2v retry` can submit it again."""
+    (a second submission could be paid twice); uploading the image again submits it anew."""
     if task.provider.task_id is not None or now - task.updated_at < config.unconfirmed_hold_seconds:
         return "unconfirmed_held"
     error = ErrorInfo(

@@ -76,16 +76,6 @@ ROUTES: tuple[RouteContract, ...] = (
     RouteContract("fal", sign_webhook=fal_webhook_headers),
 )
 
-_REJECTION_NAMES_NO_ROUTE = (
-    "i2v/usecases/submit.py records a task refused by the chosen route's own rules (its image "
-    "rules, its options) on route 'none': `route` stays None when `_route_for` raises, so the "
-    "ProviderRef falls back to _REJECTED_ROUTE; the item and the notification (attribute "
-    "`provider`) lose which route's rule refused the upload"
-)
-
-KNOWN_DEFECTS: Mapping[tuple[str, str], str] = {
-    ("test_a_rejection_names_the_route_whose_rule_refused_it", route.name): _REJECTION_NAMES_NO_ROUTE
-    for route in ROUTES
-}
+KNOWN_DEFECTS: Mapping[tuple[str, str], str] = {}
 """(test function, route) -> the pipeline defect it shows. Each is a strict xfail: the fix
 makes the test pass, and the suite fails until its line here is removed."""

@@ -145,6 +145,8 @@ def test_a_route_or_option_the_stack_cannot_serve_is_rejected_before_any_paid_ca
     [task] = notifications.sent
     assert task.status is TaskStatus.REJECTED
     assert task.error is not None and task.error.code == code and words in task.error.message
+    # The task (and its notification) names the route whose rules judged it
+    assert task.provider.name == metadata["provider"] and task.estimated_cost_usd is None
 
 
 def test_a_confirmed_failure_lets_the_retry_fail_over_to_the_next_route(

@@ -162,6 +162,7 @@ def submit_upload(
     except Rejection as rejected:
         rejection = rejected
         source, options = rejected.source, rejected.options or config.defaults
+        route = rejected.route or _route_or_none(routing, options)
 
     token = new_token()
     now = clock()
@@ -173,7 +174,7 @@ def submit_upload(
         provider=ProviderRef(name=route.name if route else (options.provider or _REJECTED_ROUTE)),
         token_hash=hash_token(token),
         owner=owner,
-        estimated_cost_usd=route.settings.estimate_cost_usd(options) if route else None,
+        estimated_cost_usd=route.settings.estimate_cost_usd(options) if route and not rejection else None,
         received_at=now,
         updated_at=now,
     )
@@ -253,6 +254,15 @@ def _submit(
 _REJECTED_ROUTE = "none"
 
 
+def _route_or_none(routing: Routing, options: Options) -> ChosenRoute | None:
+    """The route a rejected upload would have gone to, so its record and notification say
+    whose rules it was judged by; None when it named a route this stack does not have."""
+    try:
+        return routing.choose(options.provider)
+    except InvalidInput:
+        return None
+
+
 def _schedule_first_poll(
     order: PollOrder, first_poll: Callable[[PollOrder], None], metrics: MetricsSink
 ) -> None:
@@ -268,11 +278,14 @@ def _route_for(source: SourceObject, options: Options, routing: Routing) -> Chos
     """The route that takes the upload, once its rules accept the image and the options."""
     try:
         route = routing.choose(options.provider)
+    except InvalidInput as exc:
+        raise Rejection(exc, source, options) from exc
+    try:
         assert source.width is not None and source.height is not None and source.image_format is not None
         route.settings.check_image(source.image_format, source.width, source.height, source.size or 0)
         route.settings.check_options(options, route=route.name)
     except InvalidInput as exc:
-        raise Rejection(exc, source, options) from exc
+        raise Rejection(exc, source, options, route=route) from exc
     return route
 
 
@@ -350,11 +363,19 @@ def _error(exc: PipelineError) -> ErrorInfo:
 class Rejection(Exception):
     """An upload that cannot be submitted, with what was learnt about it on the way."""
 
-    def __init__(self, reason: InvalidInput, source: SourceObject, options: Options | None) -> None:
+    def __init__(
+        self,
+        reason: InvalidInput,
+        source: SourceObject,
+        options: Options | None,
+        route: ChosenRoute | None = None,
+    ) -> None:
         super().__init__(reason.message)
         self.reason = reason
         self.source = source
         self.options = options
+        self.route = route
+        """The route whose rules refused the upload, when one was chosen."""
 
 
 def _inspect(

@@ -26,6 +26,7 @@ KEYS = {
         "burst.limit",
     ],
     "aws_calls": ["aws_calls.dynamodb_reads", "aws_calls.dynamodb_writes"],
+    "poll_delay": ["poll_delay.delay_seconds_p95", "poll_delay.tasks"],
     "cost": ["cost.ratio"],
 }
 CHARTS = {

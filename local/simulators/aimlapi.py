@@ -8,7 +8,7 @@ answering `{"id", "status"}`) and GET `?generation_id=<id>` to read it (`queued`
 Error answers have the documented body `{message, path, requestId, statusCode, timestamp}`
 and the documented messages where the docs give one. A polling route: no webhooks.
 Everything else (tasks, faults, workers, rendering, video serving, the control API and the
-command line) is the core, local/simulators/core.py.
+command line) is the core, local/simulators/core/.
 
 The image may be an http(s) URL or a base64 `data:` URL, as the docs allow (the core
 decodes it). What the docs leave open is a constructor option, said so where it is used:

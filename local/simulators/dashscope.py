@@ -7,7 +7,7 @@ body, the image as `input.media[]` with a `first_frame`, `parameters`), the task
 HTTP 200), error bodies `{request_id, code, message}` and the documented query rate (20 per
 second, then 429: the core's rate window). A polling route: no webhooks. Everything else
 (tasks, faults, workers, the `data:` image URLs the route takes, rendering, video serving,
-the control API and the command line) is the core, local/simulators/core.py.
+the control API and the command line) is the core, local/simulators/core/.
 
 The path prefix is a constructor option, so APIYI (the same protocol behind another base URL
 and prefix) is this class with another prefix: local/simulators/apiyi.py. Facts PROVIDERS.md

@@ -9,7 +9,7 @@ It speaks fal's queue as the docs and fal-client use it: submit `POST /{model_id
 the simulator's own Ed25519 key, whose JWKS it serves at `/.well-known/jwks.json`. Given an
 `ssl.SSLContext` it serves HTTPS (fal-client only speaks https). Everything else (tasks,
 faults, workers, rendering, videos, webhook delivery, the control API, the command line)
-is the core, local/simulators/core.py; the input rules are the adapter's (FalSettings).
+is the core, local/simulators/core/; the input rules are the adapter's (FalSettings).
 
 Run it on its own: `python -m local.simulators.fal --help` (see docs/simulator.md).
 """

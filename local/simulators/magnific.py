@@ -4,7 +4,7 @@ It speaks the Magnific wire format as the provider documents it: create, status 
 endpoints behind the API-key header, the provider's error bodies, and Standard Webhooks
 signed status changes. Everything else (tasks, faults, workers, rendering, video serving,
 webhook delivery, the control API and the command line) is the simulators' core,
-local/simulators/core.py; the image rules and the webhook key decoding are the product's.
+local/simulators/core/; the image rules and the webhook key decoding are the product's.
 
 Run it on its own: `python -m local.simulators.magnific --help` (see docs/simulator.md).
 """

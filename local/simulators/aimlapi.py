@@ -21,18 +21,12 @@ Run it on its own: `python -m local.simulators.aimlapi --help` (see docs/simulat
 
 from __future__ import annotations
 
-import hmac
-import io
-import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
-
-from PIL import Image
+from typing import Any, ClassVar, Literal, Unpack
 
 from i2v.errors import InvalidImage
 from i2v.media.image import inspect_image
@@ -81,6 +75,12 @@ ERROR_MESSAGES: dict[int, str] = {
 }
 ERROR_STATUSES = frozenset({400, 401, 403, 429, 500, 502, 503, 504})  # injectable on create and read
 UNKNOWN_GENERATION = "Generation not found"  # unpublished: the answer is assumed to be a 404
+# A failed generation's `error.name`: unpublished, the simulator's choice.
+FAILURE_NAMES: Mapping[core.FailureCause, str] = {
+    core.FailureCause.IMAGE_FETCH: "ImageFetchError",
+    core.FailureCause.IMAGE: "InvalidImage",
+    core.FailureCause.OTHER: "GenerationError",
+}
 
 __all__ = [
     "MODELS",
@@ -95,7 +95,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CreateRequest:
-    """A create call once it passed validation, with the documented defaults applied."""
+    """A create call once it passed validation, with the documented defaults applied (the
+    prompt required, 10 s: not `core.ImageToVideoRequest`'s)."""
 
     image_url: str
     prompt: str
@@ -144,19 +145,12 @@ def _image_problem(body: dict[str, Any]) -> str | None:
     url = body.get("image_url")
     if url is None:
         return "image_url: Required (the simulator renders image-to-video only)"
-    if not isinstance(url, str) or not _image_url(url):
+    if not isinstance(url, str) or not core.is_image_url(url):
         return "image_url: Invalid url (an http(s) URL or a data: URL)"
     for field in ("reference_image_urls", "video_url"):
         if field in body:
             return f"{field}: not simulated (reference and video-to-video generations)"
     return None
-
-
-def _image_url(url: str) -> bool:
-    if url.startswith("data:"):
-        return core.is_data_url(url)
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _options_problem(body: dict[str, Any]) -> str | None:
@@ -207,26 +201,13 @@ class AimlapiSimulator(core.Simulator[CreateRequest]):
         models: Sequence[str] = MODELS,
         poll_rate_per_second: float | None = None,
         generation_ttl_seconds: float = GENERATION_TTL_SECONDS,
-        render_max_long_side: int | None = None,
-        progress_delay: float = 0.2,
-        render_workers: int = 2,
-        public_url: str | None = None,
+        **options: Unpack[core.SimulatorOptions],
     ) -> None:
-        if not api_key:
-            raise ValueError("the API key must not be empty")
+        self._api_key = core.ApiKey(api_key)
         self._settings = settings or _DEFAULTS
         if self._settings.image_max_bytes > FETCH_MAX_BYTES:
             raise ValueError(f"settings.image_max_bytes must be at most {FETCH_MAX_BYTES}")
-        super().__init__(
-            host,
-            port,
-            render_max_long_side=render_max_long_side,
-            progress_delay=progress_delay,
-            render_workers=render_workers,
-            public_url=public_url,
-            poll_rate_per_second=poll_rate_per_second,
-        )
-        self._api_key = api_key.encode()
+        super().__init__(host, port, poll_rate_per_second=poll_rate_per_second, **options)
         self._models = tuple(m for m in models if m)
         self._ttl = generation_ttl_seconds
 
@@ -244,8 +225,7 @@ class AimlapiSimulator(core.Simulator[CreateRequest]):
         return self._read(request.query.get("generation_id", []))
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
-        scheme, _, key = headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), self._api_key)
+        return self._api_key.matches_bearer(headers.get("authorization", ""))
 
     def _read(self, ids: Sequence[str]) -> Reply:
         if (refused := self.refused_status_read()) is not None:
@@ -273,7 +253,8 @@ class AimlapiSimulator(core.Simulator[CreateRequest]):
     def task_body(self, task: SimTask[CreateRequest]) -> dict[str, Any]:
         error = None
         if task.state is State.FAILED:
-            error = {"name": _failure_name(task.failure_reason or ""), "message": task.failure_reason or ""}
+            reason = task.failure_reason or ""
+            error = {"name": FAILURE_NAMES[core.failure_cause(reason)], "message": reason}
         return {
             "id": task.task_id,
             "status": self.status_name(task),
@@ -291,15 +272,10 @@ class AimlapiSimulator(core.Simulator[CreateRequest]):
             self._settings.check_image(info.format, info.width, info.height, len(data))
         except InvalidImage as exc:
             raise TaskFailed(f"image rejected: {exc.message}") from exc
-        try:
-            with Image.open(io.BytesIO(data)):
-                pass
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise TaskFailed("image cannot be decoded") from exc
+        core.check_decodes(data)
 
 
 def _error(status: int, message: str, *, retry_after: int | None = None) -> Reply:
-    headers = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
     body = {
         "message": message,
         "path": GENERATIONS_PATH,
@@ -308,16 +284,7 @@ def _error(status: int, message: str, *, retry_after: int | None = None) -> Repl
         "statusCode": status,
         "timestamp": datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
-    return json_reply(status, body, headers=headers)
-
-
-def _failure_name(reason: str) -> str:
-    """A failed generation's `error.name`: unpublished, the simulator's choice."""
-    if reason.startswith("image could not be fetched"):
-        return "ImageFetchError"
-    if reason.startswith("image"):
-        return "InvalidImage"
-    return "GenerationError"
+    return json_reply(status, body, headers=core.retry_after_header(retry_after))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -327,11 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_port=8093,
         default_poll_rate=0,
     )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("AIMLAPI_SIM_API_KEY"),
-        help="Bearer key clients must send (or env AIMLAPI_SIM_API_KEY)",
-    )
+    core.env_option(parser, "--api-key", env="AIMLAPI_SIM_API_KEY", help="Bearer key clients must send")
     parser.add_argument(
         "--generation-ttl",
         type=float,

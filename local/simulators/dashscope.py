@@ -18,19 +18,13 @@ Run it on its own: `python -m local.simulators.dashscope --help` (see docs/simul
 
 from __future__ import annotations
 
-import hmac
-import io
-import os
 import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
-
-from PIL import Image
+from typing import Any, ClassVar, Unpack
 
 from i2v.errors import InvalidImage
 from i2v.media.image import inspect_image
@@ -80,6 +74,12 @@ ERROR_STATUSES = frozenset({400, 401, 429, 500, 503})  # injectable on create ca
 # PROVIDERS.md says a create call without `X-DashScope-Async: enable` is refused, not how:
 # the status, code and message are the `sync_refusal` constructor option.
 SYNC_REFUSAL = (403, "AccessDenied", "current user api does not support synchronous calls")
+# A failed task's `output.code`: the simulator's choice among the documented codes.
+FAILURE_CODES: Mapping[core.FailureCause, str] = {
+    core.FailureCause.IMAGE_FETCH: "InvalidURL",
+    core.FailureCause.IMAGE: "InvalidParameter",
+    core.FailureCause.OTHER: "InternalError",
+}
 
 __all__ = [
     "DEFAULT_PATH_PREFIX",
@@ -95,14 +95,9 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class CreateRequest:
+class CreateRequest(core.ImageToVideoRequest):
     """A create call once it passed validation, with the documented defaults applied."""
 
-    image_url: str
-    prompt: str = ""
-    resolution: Literal["720P", "1080P"] = "1080P"
-    duration: int = 5
-    seed: int | None = None
     watermark: bool = True
     webhook_url: str | None = None  # a polling route: always None
 
@@ -159,16 +154,9 @@ def _first_frame(value: object) -> tuple[str, str] | str:
     if len(frames) != 1 or len(frames) != len(media):
         return "input.media must hold exactly one item of type first_frame"
     url = frames[0].get("url")
-    if not isinstance(url, str) or _url_problem(url):
+    if not isinstance(url, str) or not core.is_image_url(url):
         return "input.media[0].url must be an http(s) or data: URL"
     return url, prompt
-
-
-def _url_problem(url: str) -> bool:
-    if url.startswith("data:"):
-        return not core.is_data_url(url)
-    parts = urlsplit(url)
-    return parts.scheme not in ("http", "https") or not parts.netloc
 
 
 def _parameters_problem(parameters: object, duration_min: int) -> str | None:
@@ -225,25 +213,12 @@ class DashScopeSimulator(core.Simulator[CreateRequest]):
         task_ttl_seconds: float = TASK_TTL_SECONDS,
         poll_rate_per_second: float | None = POLL_RATE_PER_SECOND,
         sync_refusal: tuple[int, str, str] = SYNC_REFUSAL,
-        render_max_long_side: int | None = None,
-        progress_delay: float = 0.2,
-        render_workers: int = 2,
-        public_url: str | None = None,
+        **options: Unpack[core.SimulatorOptions],
     ) -> None:
-        if not api_key:
-            raise ValueError("the API key must not be empty")
+        self._api_key = core.ApiKey(api_key)
         if not 0 < image_max_bytes <= IMAGE_MAX_BYTES:
             raise ValueError(f"image_max_bytes must be between 1 and {IMAGE_MAX_BYTES}")
-        super().__init__(
-            host,
-            port,
-            render_max_long_side=render_max_long_side,
-            progress_delay=progress_delay,
-            render_workers=render_workers,
-            public_url=public_url,
-            poll_rate_per_second=poll_rate_per_second,
-        )
-        self._api_key = api_key.encode()
+        super().__init__(host, port, poll_rate_per_second=poll_rate_per_second, **options)
         self.path_prefix = _prefix(path_prefix if path_prefix is not None else self.DEFAULT_PATH_PREFIX)
         self.task_path_prefix = (
             _prefix(task_path_prefix) if task_path_prefix is not None else self.path_prefix
@@ -289,8 +264,7 @@ class DashScopeSimulator(core.Simulator[CreateRequest]):
         return self.submit(request)  # the model is in the body
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
-        scheme, _, key = headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), self._api_key)
+        return self._api_key.matches_bearer(headers.get("authorization", ""))
 
     def _query(self, task_id: str) -> Reply:
         with self.locked():
@@ -332,7 +306,8 @@ class DashScopeSimulator(core.Simulator[CreateRequest]):
         if task.video_url:
             body["video_url"] = task.video_url
         if task.state is State.FAILED:
-            body["code"], body["message"] = _failure(task.failure_reason or "")
+            reason = task.failure_reason or ""
+            body["code"], body["message"] = FAILURE_CODES[core.failure_cause(reason)], reason
         return body
 
     def error_reply(self, status: int, *, retry_after: int | None = None) -> Reply:
@@ -341,19 +316,14 @@ class DashScopeSimulator(core.Simulator[CreateRequest]):
 
     def check_image(self, data: bytes) -> None:
         # Only the format and size are published for this route: no side or aspect rules.
-        if len(data) > self._image_max_bytes:
-            raise TaskFailed(f"image is larger than {self._image_max_bytes // (1024 * 1024)} MB")
+        core.check_size(len(data), self._image_max_bytes)
         try:
             image_format = inspect_image(data).format
         except InvalidImage as exc:
             raise TaskFailed("image format is not supported or cannot be read") from exc
         if image_format not in self._image_formats:
             raise TaskFailed(f"image format {image_format.upper()} is not supported")
-        try:
-            with Image.open(io.BytesIO(data)):
-                pass
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise TaskFailed("image cannot be decoded") from exc
+        core.check_decodes(data)
 
 
 def _prefix(prefix: str) -> str:
@@ -366,20 +336,8 @@ def _request_id() -> str:
 
 
 def _error(status: int, code: str, message: str, *, retry_after: int | None = None) -> Reply:
-    headers = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
-    return json_reply(
-        status, {"request_id": _request_id(), "code": code, "message": message}, headers=headers
-    )
-
-
-def _failure(reason: str) -> tuple[str, str]:
-    """A failed task's `output.code` and `output.message`: the codes are the simulator's choice
-    among the documented ones, the message is the simulator's reason."""
-    if reason.startswith("image could not be fetched"):
-        return "InvalidURL", reason
-    if reason.startswith("image"):
-        return "InvalidParameter", reason
-    return "InternalError", reason
+    body = {"request_id": _request_id(), "code": code, "message": message}
+    return json_reply(status, body, headers=core.retry_after_header(retry_after))
 
 
 def _usage(request: CreateRequest) -> dict[str, Any]:
@@ -406,11 +364,8 @@ def cli_main(
         default_port=default_port,
         default_poll_rate=POLL_RATE_PER_SECOND,
     )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get(f"{env_prefix}_SIM_API_KEY"),
-        help=f"Bearer key clients must send (or env {env_prefix}_SIM_API_KEY)",
-    )
+    key_env = f"{env_prefix}_SIM_API_KEY"
+    core.env_option(parser, "--api-key", env=key_env, help="Bearer key clients must send")
     parser.add_argument(
         "--path-prefix",
         default=simulator.DEFAULT_PATH_PREFIX,
@@ -427,7 +382,7 @@ def cli_main(
     )
     args = parser.parse_args(argv)
     if not args.api_key:
-        parser.error(f"--api-key is required (or env {env_prefix}_SIM_API_KEY)")
+        parser.error(f"--api-key is required (or env {key_env})")
     return core.serve_until_stopped(
         lambda: simulator(
             api_key=args.api_key,

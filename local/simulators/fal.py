@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
-import os
 import re
 import socket
 import ssl
@@ -28,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Unpack
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -78,14 +76,9 @@ __all__ = ["MODELS", "CreateRequest", "FalSimulator", "Faults", "jwk", "main", "
 
 
 @dataclass(frozen=True)
-class CreateRequest:
+class CreateRequest(core.ImageToVideoRequest):
     """A submit once it passed validation, with fal's documented defaults applied."""
 
-    image_url: str
-    prompt: str = ""
-    resolution: Literal["720P", "1080P"] = "1080P"
-    duration: int = 5
-    seed: int | None = None
     enable_safety_checker: bool = True
     webhook_url: str | None = None
 
@@ -210,22 +203,10 @@ class FalSimulator(core.Simulator[CreateRequest]):
         user_id: str = "sim-user",
         ssl_context: ssl.SSLContext | None = None,
         jwks_padded: bool = False,
-        render_max_long_side: int | None = None,
-        progress_delay: float = 0.2,
-        render_workers: int = 2,
-        public_url: str | None = None,
+        **options: Unpack[core.SimulatorOptions],
     ) -> None:
-        if not api_key:
-            raise ValueError("the API key must not be empty")
-        super().__init__(
-            host,
-            port,
-            render_max_long_side=render_max_long_side,
-            progress_delay=progress_delay,
-            render_workers=render_workers,
-            public_url=public_url,
-        )
-        self._api_key = f"Key {api_key}".encode()
+        self._api_key = core.ApiKey(api_key)
+        super().__init__(host, port, **options)
         self._user_id = user_id
         self._ssl_context = ssl_context
         self._jwks_padded = jwks_padded
@@ -278,7 +259,8 @@ class FalSimulator(core.Simulator[CreateRequest]):
         match = _REQUESTS_PATH.match(request.path)
         if model not in MODELS and (match is None or not self._owns(match.group(1))):
             return None
-        if not hmac.compare_digest(request.headers.get("authorization", "").encode(), self._api_key):
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if not (scheme == "Key" and self._api_key.matches(key)):
             return self.error_reply(401)
         if match is None:
             return self.submit(request, model) if request.method == "POST" else self.error_reply(405)
@@ -418,8 +400,9 @@ class FalSimulator(core.Simulator[CreateRequest]):
         return {"request_id": task.task_id, "status": WIRE_STATUS[task.state], "video_url": task.video_url}
 
     def error_reply(self, status: int, *, retry_after: int | None = None) -> Reply:
-        headers = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
-        return json_reply(status, {"detail": ERROR_DETAILS[status]}, headers=headers)
+        return json_reply(
+            status, {"detail": ERROR_DETAILS[status]}, headers=core.retry_after_header(retry_after)
+        )
 
     def check_image(self, data: bytes) -> None:
         try:
@@ -466,10 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = core.cli_parser(
         "fal", "fal.ai-compatible HappyHorse image-to-video simulator (loopback).", default_port=8094
     )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("FAL_SIM_API_KEY"),
-        help="key clients must send as `Authorization: Key <key>` (or env FAL_SIM_API_KEY)",
+    core.env_option(
+        parser, "--api-key", env="FAL_SIM_API_KEY", help="key clients must send as `Authorization: Key <key>`"
     )
     parser.add_argument("--user-id", default="sim-user", help="X-Fal-Webhook-User-Id (default: %(default)s)")
     parser.add_argument("--tls-cert", default=None, help="PEM certificate (chain) to serve HTTPS with")

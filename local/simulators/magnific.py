@@ -11,17 +11,12 @@ Run it on its own: `python -m local.simulators.magnific --help` (see docs/simula
 
 from __future__ import annotations
 
-import hmac
-import io
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Unpack
 
-from PIL import Image
 from standardwebhooks import Webhook
 
 from i2v.errors import InvalidImage
@@ -80,14 +75,9 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class CreateRequest:
+class CreateRequest(core.ImageToVideoRequest):
     """A create call's body once it passed validation, with the provider's defaults applied."""
 
-    image_url: str
-    prompt: str = ""
-    resolution: Literal["720P", "1080P"] = "1080P"
-    duration: int = 5
-    seed: int | None = None
     webhook_url: str | None = None
 
 
@@ -133,10 +123,7 @@ def validate_create_body(body: object) -> tuple[CreateRequest | None, list[dict[
 def _uri_problem(value: object) -> str | None:
     if not isinstance(value, str):
         return "must be a string"
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "must be an absolute http(s) URI"
-    return None
+    return None if core.is_http_url(value) else "must be an absolute http(s) URI"
 
 
 def _prompt_problem(value: object) -> str | None:
@@ -179,20 +166,14 @@ def check_image(data: bytes) -> tuple[str, int, int]:
 
     The rules are the product's (i2v.media.image); the reasons are the simulator's own.
     """
-    if len(data) > IMAGE_MAX_BYTES:
-        raise TaskFailed(f"image is larger than {IMAGE_MAX_BYTES // (1024 * 1024)} MB")
+    core.check_size(len(data), IMAGE_MAX_BYTES)
     try:
         info = inspect_image(data)
     except InvalidImage as exc:
         if exc.code in ("UNSUPPORTED_FORMAT", "EMPTY_IMAGE"):
             raise TaskFailed("image format is not supported (JPEG, PNG, BMP or WEBP expected)") from exc
         raise TaskFailed("image cannot be decoded") from exc
-    # The provider decodes the file: a readable header alone does not make an image.
-    try:
-        with Image.open(io.BytesIO(data)):
-            pass
-    except (OSError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
-        raise TaskFailed("image cannot be decoded") from exc
+    core.check_decodes(data)
     width, height = info.width, info.height
     try:
         RULES.check_image(info.format, width, height, len(data))
@@ -233,22 +214,10 @@ class MagnificSimulator(core.Simulator[CreateRequest]):
         *,
         api_key: str,
         webhook_secret: str,
-        render_max_long_side: int | None = None,
-        progress_delay: float = 0.2,
-        render_workers: int = 2,
-        public_url: str | None = None,
+        **options: Unpack[core.SimulatorOptions],
     ) -> None:
-        if not api_key:
-            raise ValueError("the API key must not be empty")
-        super().__init__(
-            host,
-            port,
-            render_max_long_side=render_max_long_side,
-            progress_delay=progress_delay,
-            render_workers=render_workers,
-            public_url=public_url,
-        )
-        self._api_key = api_key.encode()
+        self._api_key = core.ApiKey(api_key)
+        super().__init__(host, port, **options)
         self._signer = webhook_signer(webhook_secret)
 
     # -- routes ---------------------------------------------------------------------------
@@ -267,9 +236,7 @@ class MagnificSimulator(core.Simulator[CreateRequest]):
         return self._list(model) if request.method == "GET" else self.error_reply(405)
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
-        return any(
-            hmac.compare_digest(headers.get(name, "").encode(), self._api_key) for name in API_KEY_HEADERS
-        )
+        return any(self._api_key.matches(headers.get(name, "")) for name in API_KEY_HEADERS)
 
     def _status(self, model: str, task_id: str) -> Reply:
         if (refused := self.refused_status_read()) is not None:
@@ -307,8 +274,7 @@ class MagnificSimulator(core.Simulator[CreateRequest]):
         return {"task_id": task.task_id, "status": self.status_name(task), "generated": generated}
 
     def error_reply(self, status: int, *, retry_after: int | None = None) -> Reply:
-        headers = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
-        return json_reply(status, ERROR_BODIES[status], headers=headers)
+        return json_reply(status, ERROR_BODIES[status], headers=core.retry_after_header(retry_after))
 
     def check_image(self, data: bytes) -> None:
         check_image(data)
@@ -333,15 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Magnific-compatible HappyHorse image-to-video simulator (loopback).",
         default_port=8090,
     )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("MAGNIFIC_SIM_API_KEY"),
-        help="API key clients must send (or env MAGNIFIC_SIM_API_KEY)",
-    )
-    parser.add_argument(
+    core.env_option(parser, "--api-key", env="MAGNIFIC_SIM_API_KEY", help="API key clients must send")
+    core.env_option(
+        parser,
         "--webhook-secret",
-        default=os.environ.get("MAGNIFIC_SIM_WEBHOOK_SECRET"),
-        help="webhook signing secret, whsec_<base64> or raw text (or env MAGNIFIC_SIM_WEBHOOK_SECRET)",
+        env="MAGNIFIC_SIM_WEBHOOK_SECRET",
+        help="webhook signing secret, whsec_<base64> or raw text",
     )
     args = parser.parse_args(argv)
     if not args.api_key or not args.webhook_secret:

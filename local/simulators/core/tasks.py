@@ -47,8 +47,7 @@ R = TypeVar("R", bound=TaskRequest)
 @dataclass(frozen=True)
 class ImageToVideoRequest:
     """The HappyHorse parameters every route's create call carries, with their usual
-    defaults. A route's request adds its own fields and `webhook_url` after these, and
-    restates a field whose default differs on its wire."""
+    defaults; a route's request adds its own fields and `webhook_url` after these."""
 
     image_url: str
     prompt: str = ""

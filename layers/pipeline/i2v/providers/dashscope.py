@@ -88,18 +88,18 @@ class DashScopeProtocolSettings(RouteSettings):
     video_allowed_hosts: tuple[str, ...] = (".aliyuncs.com",)
     # BMP: unknown, so not taken. 10 or 20 MB: sources differ, so the lower one.
     image_formats: tuple[str, ...] = ("jpeg", "png", "webp")
-    image_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    image_max_bytes: int = 10 * 1024 * 1024
     # 5,000 non-Chinese or 2,500 Chinese characters; longer prompts are truncated, not refused.
-    prompt_max_chars: int = Field(default=5000, ge=0)
+    prompt_max_chars: int = 5000
     resolutions: tuple[str, ...] = ("720P", "1080P")
-    duration_min: int = Field(default=3, ge=1)
-    duration_max: int = Field(default=15, ge=1)
+    duration_min: int = 3
+    duration_max: int = 15
     # A polling route. Generation takes 1 to 5 minutes; the vendor suggests polling every 15 s;
     # 20 task queries per second per account; a task id (and its video URL) lives 24 h.
-    first_poll_seconds: int = Field(default=60, ge=0, le=900)
-    poll_interval_seconds: int = Field(default=15, ge=1, le=900)
-    poll_rate_per_second: float = Field(default=20.0, gt=0)
-    result_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    first_poll_seconds: int = 60
+    poll_interval_seconds: int = 15
+    poll_rate_per_second: float = 20.0
+    result_ttl_seconds: int = 24 * 3600
 
     @property
     def api_base_url(self) -> str:

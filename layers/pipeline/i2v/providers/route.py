@@ -14,6 +14,7 @@ without a template change. Secrets are named `{SECRET_PREFIX}{route}/api-key` an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -117,7 +118,7 @@ class RouteSettings(BaseModel):
         }
         wrong = [name for name, ok in checks.items() if not ok]
         if wrong:
-            raise ValueError(f"out of bounds: {', '.join(wrong)} (see i2v/providers/route.py)")
+            raise ValueError(f"out of bounds: {', '.join(wrong)} (the bounds: i2v/providers/route.py)")
         return self
 
     def model_id(self, version: str) -> str | None:
@@ -226,10 +227,17 @@ class Route:
         try:
             return self.settings.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{self.env_prefix}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(self._problem(error) for error in exc.errors())
             raise RouteConfigError(f"route {self.name} is misconfigured: {problems}") from exc
+
+    def _problem(self, error: Any) -> str:
+        """One validation error, in the names a deployer sets (`FAL_PRICE_1080P`)."""
+        if error["loc"]:
+            return f"{self.env_prefix}{'.'.join(map(str, error['loc'])).upper()}: {error['msg']}"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        for name in self.settings.model_fields:
+            message = re.sub(rf"\b{name}\b", self.env_prefix + name.upper(), message)
+        return message
 
 
 def route_setting_pairs(raw: str) -> list[tuple[str, str]]:

@@ -69,8 +69,8 @@ class DashScopeProtocolSettings(RouteSettings):
     """What every route on DashScope's protocol is configured with (`<ROUTE>_*`).
 
     The class attributes are the route's, not settings: its name, its title in messages, and
-    whether its cancel call is known to exist. A field given a new default loses the base's
-    bounds (pydantic replaces the whole field), so they are restated.
+    whether its cancel call is known to exist. A field given a new default loses pydantic's
+    bounds; RouteSettings checks them again for every route.
     """
 
     route_name: ClassVar[str] = NAME

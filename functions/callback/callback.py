@@ -90,18 +90,12 @@ def webhooks() -> APIGatewayHttpResolver:
 def finalize_record(record: SQSRecord) -> None:
     """One finalize order; raising marks it failed, a transient failure with its next
     delivery pushed out by the backoff."""
-    from i2v.redelivery import attempt_of
+    from i2v.redelivery import attempt_of, retried
     from i2v.usecases.progress import FinalizeOrder
 
     order = FinalizeOrder.model_validate_json(record.body)
-    try:
+    with retried(record, wiring.finalize_redelivery):
         outcome = wiring.finalizer()(order, attempt=attempt_of(record))
-    except RetryLater as exc:
-        wiring.finalize_redelivery().later(record, exc)
-        raise
-    except Exception:
-        logger.exception("record failed; it will be delivered again")
-        raise
     logger.info("finalize order handled", extra={"outcome": outcome.value})
 
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from i2v import wiring
-from i2v.errors import RetryLater
 from i2v.observability import logger, metrics, tracer
 
 if TYPE_CHECKING:
@@ -20,18 +19,13 @@ if TYPE_CHECKING:
 def poll_record(record: SQSRecord) -> None:
     """One status check; raising marks it failed, a provider outage with its next
     delivery pushed out by the backoff."""
+    from i2v.redelivery import retried
     from i2v.usecases.poll import PollOrder
 
     order = PollOrder.model_validate_json(record.body)
     logger.set_correlation_id(order.task_id)
-    try:
+    with retried(record, wiring.poll_redelivery):
         outcome = wiring.poller()(order)
-    except RetryLater as exc:
-        wiring.poll_redelivery().later(record, exc)
-        raise
-    except Exception:
-        logger.exception("record failed; it will be delivered again")
-        raise
     logger.info("poll handled", extra={"outcome": outcome.value})
 
 

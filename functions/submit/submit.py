@@ -10,7 +10,6 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from i2v import wiring
-from i2v.errors import RetryLater
 from i2v.observability import logger, metrics, tracer
 
 # Report every failed record, even when all failed: the response stays the same shape.
@@ -20,19 +19,14 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 def submit_record(record: SQSRecord) -> None:
     """One message of S3 notifications; raising marks it failed, after a provider outage
     with its next delivery pushed out by the backoff."""
+    from i2v.redelivery import retried
     from i2v.usecases.submit import uploads_in
 
     submit = wiring.submit()
-    try:
+    with retried(record, wiring.uploads_redelivery):
         for upload in uploads_in(record.json_body):
             outcome = submit(upload, record.message_id)
             logger.info("upload handled", extra={"outcome": outcome.value})
-    except RetryLater as exc:
-        wiring.uploads_redelivery().later(record, exc)
-        raise
-    except Exception:
-        logger.exception("record failed; it will be delivered again")
-        raise
 
 
 @logger.inject_lambda_context(clear_state=True)

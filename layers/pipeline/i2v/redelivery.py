@@ -4,6 +4,8 @@ by a capped exponential backoff with full jitter, never sooner than a Retry-Afte
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,20 @@ class Redelivery:
             extra={"code": error.code, "reason": error.message, "attempt": attempt, "delay_seconds": delay},
         )
         return delay
+
+
+@contextmanager
+def retried(record: SQSRecord, redelivery: Callable[[], Redelivery]) -> Iterator[None]:
+    """A queue record's work: a RetryLater pushes its next delivery out by the backoff, and
+    any failure is logged and raised again, so the record is reported failed."""
+    try:
+        yield
+    except RetryLater as exc:
+        redelivery().later(record, exc)
+        raise
+    except Exception:
+        logger.exception("record failed; it will be delivered again")
+        raise
 
 
 def attempt_of(record: SQSRecord) -> int:

@@ -10,6 +10,7 @@ answers' channel carries only answers.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -143,6 +144,21 @@ def record_aws_calls(path: Path) -> None:
     boto3.DEFAULT_SESSION.events.register("before-call", recorded)
 
 
+WORKER_HOOKS = "LOCAL_WORKER_HOOKS"
+
+
+def load_hooks(names: str) -> list[Any]:
+    """Import the comma-separated `names` (modules under local/, never the functions' code)
+    and call each one's `install()`: how a test wraps a process's AWS clients (botocore
+    event hooks) or its handler (a module's optional `wrap_handler(handler)`)."""
+    hooks = []
+    for name in filter(None, (part.strip() for part in names.split(","))):
+        module = importlib.import_module(name)
+        module.install()
+        hooks.append(module)
+    return hooks
+
+
 def main() -> int:
     # Keep the answers' channel to ourselves; the handler's prints and logs go to stderr.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
@@ -150,7 +166,11 @@ def main() -> int:
     if os.environ.get(AWS_CALL_LOG):
         record_aws_calls(Path(os.environ[AWS_CALL_LOG]))
     try:
+        hooks = load_hooks(os.environ.get(WORKER_HOOKS, ""))
         handler = load_handler(Path(os.environ["LAMBDA_TASK_ROOT"]), os.environ["_HANDLER"])
+        for hook in hooks:
+            wrap = getattr(hook, "wrap_handler", None)
+            handler = wrap(handler) if wrap is not None else handler
     except Exception as exc:
         _log_error(exc)
         _answer(answers, {"init_error": error_payload(exc)})

@@ -11,6 +11,7 @@ UV := $(PYTHON) -m uv
 LAYER_REQUIREMENTS ?= layers/pipeline/requirements.txt
 VENV := .venv
 TOOLS := .venv-tools
+CHECKOV := .venv-checkov
 RUN := $(VENV)/bin/python
 
 .PHONY: demo test unit integration template check lint typecheck format layer-requirements build clean uv bench
@@ -27,13 +28,19 @@ $(TOOLS)/.synced: tools/requirements-tools.txt | uv
 	$(UV) pip sync --quiet --python $(TOOLS)/bin/python tools/requirements-tools.txt
 	touch $@
 
+# checkov pins conflict with the app's and with cfn-lint's: a venv of its own.
+$(CHECKOV)/.synced: tools/requirements-checkov.txt | uv
+	$(UV) venv --quiet --allow-existing $(CHECKOV)
+	$(UV) pip sync --quiet --require-hashes --python $(CHECKOV)/bin/python tools/requirements-checkov.txt
+	touch $@
+
 ## demo: run the pipeline on this machine (moto + simulator); IMAGE=path PROMPT="..." PROVIDER=route optional
 demo: $(VENV)/.synced
 	$(RUN) -m local.demo $(if $(IMAGE),--image "$(IMAGE)") $(if $(PROMPT),--prompt "$(PROMPT)") \
 		$(if $(PROVIDER),--provider "$(PROVIDER)")
 
 ## test: lint, type-check, then unit, template and integration tests
-test: $(VENV)/.synced $(TOOLS)/.synced check
+test: $(VENV)/.synced $(TOOLS)/.synced $(CHECKOV)/.synced check
 	$(RUN) -m pytest
 
 unit: $(VENV)/.synced
@@ -42,7 +49,7 @@ unit: $(VENV)/.synced
 integration: $(VENV)/.synced
 	$(RUN) -m pytest tests/integration
 
-template: $(VENV)/.synced $(TOOLS)/.synced
+template: $(VENV)/.synced $(TOOLS)/.synced $(CHECKOV)/.synced
 	$(RUN) -m pytest tests/template
 
 check: lint typecheck
@@ -72,4 +79,4 @@ build:
 	sam build
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache out
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV) .aws-sam .pytest_cache .mypy_cache .ruff_cache out

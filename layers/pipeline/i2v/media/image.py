@@ -1,9 +1,13 @@
-"""Validate an uploaded image against the provider's rules from the first bytes of the file.
+"""Validate an uploaded image against the provider's rules, before any paid call.
 
-The Lambda package carries no imaging library: the format comes from magic bytes (never
-from the file name), and width and height from the format's own header, which lies in
-the first few hundred bytes of any supported file (a JPEG may put large metadata
-segments before its frame header, so its head can grow, within a cap).
+Two reads, both without an imaging library in the Lambda package. The head
+(`read_image_info`) gives the format from magic bytes (never from the file name) and width
+and height from the format's own header, which lies in the first few hundred bytes of any
+supported file (a JPEG may put large metadata segments before its frame header, so its
+head can grow, within a cap). The route's rules are checked on those facts. Only then, for
+an image that would be paid for, the whole file is walked (`verify_image`): an image a
+decoder cannot read to its end is refused, in bounded memory and time, whatever its header
+says (decision 13).
 
 Rules (HappyHorse 1.0 image-to-video): JPEG, PNG, BMP or WEBP; each side at least
 300 px; at most 10 MiB; aspect ratio between 1:2.5 and 2.5:1 inclusive.
@@ -11,7 +15,9 @@ Rules (HappyHorse 1.0 image-to-video): JPEG, PNG, BMP or WEBP; each side at leas
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 from i2v.domain import Frozen
@@ -289,4 +295,437 @@ _PARSERS: dict[ImageFormat, Callable[[bytes], tuple[int, int]]] = {
     "png": _png_size,
     "bmp": _bmp_size,
     "webp": _webp_size,
+}
+
+
+# --- the whole file: can a decoder read it to its end? ------------------------------------
+
+# Bytes per ranged GET of the whole-file walk: what it holds in memory at once, beside one
+# inflated piece of a PNG (INFLATE_PIECE_BYTES) and the head of a JPEG segment (<= 64 KiB).
+READ_CHUNK_BYTES = 1024 * 1024
+INFLATE_PIECE_BYTES = 256 * 1024
+
+
+def verify_image(read_range: Callable[[int, int], bytes], size: int, info: ImageInfo) -> None:
+    """Walk the whole `size`-byte file as a decoder would, or raise InvalidImage with why not.
+
+    Call it after the route's rules accepted `info` (read_image_info's), so the file is at
+    most the route's byte limit and its pixels at most its pixel limit. PNG: every chunk and
+    its CRC up to IEND, the image data inflated (in pieces, never held) to exactly the size
+    the IHDR implies, each row's filter type valid. JPEG: every segment and every scan's
+    entropy-coded data up to EOI, quantization tables and scan components defined. WEBP: the
+    RIFF size against the file, every chunk inside it, the frame headers. BMP: the pixel
+    array the header describes against the file. Bytes after the format's end (a ZIP or an
+    HTML page appended, a phone's motion-photo video) are left alone, as decoders do.
+    """
+    stream = _Stream(read_range, size)
+    _VERIFIERS[info.format](stream, info)
+
+
+def _truncated(reason: str) -> InvalidImage:
+    return InvalidImage(f"the image is cut short: {reason}; upload the whole file", code="TRUNCATED_IMAGE")
+
+
+class _Stream:
+    """The file's bytes in order, one ranged read of READ_CHUNK_BYTES at a time.
+
+    `position` is the file offset of the next byte. `skip` moves on without reading what
+    it passes over, when those bytes are not already held.
+    """
+
+    def __init__(self, read_range: Callable[[int, int], bytes], size: int) -> None:
+        self._read_range = read_range
+        self.size = size
+        self._buffer = b""
+        self._offset = 0  # of `position` in the buffer
+        self.position = 0
+
+    def _held(self) -> int:
+        return len(self._buffer) - self._offset
+
+    def _load(self, what: str) -> None:
+        """Append the next chunk after what is held; raise when the file has no more."""
+        start = self.position + self._held()
+        if start >= self.size:
+            raise _truncated(f"the file ends after {self.size} bytes, inside {what}")
+        data = self._read_range(start, min(self.size, start + READ_CHUNK_BYTES) - 1)
+        if not data:
+            raise _corrupt(f"the file ended at byte {start}, before its stated size of {self.size}")
+        self._buffer = self._buffer[self._offset :] + data
+        self._offset = 0
+
+    def take(self, count: int, what: str) -> bytes:
+        """The next `count` bytes (a header or a segment: small)."""
+        while self._held() < count:
+            self._load(what)
+        data = self._buffer[self._offset : self._offset + count]
+        self._offset += count
+        self.position += count
+        return data
+
+    def pieces(self, count: int, what: str) -> Iterator[bytes]:
+        """The next `count` bytes, at most one chunk at a time."""
+        while count:
+            if not self._held():
+                self._load(what)
+            piece = self._buffer[self._offset : self._offset + min(count, self._held())]
+            self._offset += len(piece)
+            self.position += len(piece)
+            count -= len(piece)
+            yield piece
+
+    def skip(self, count: int, what: str) -> None:
+        if self.position + count > self.size:
+            raise _truncated(
+                f"the file ends after {self.size} bytes, inside {what} "
+                f"({self.position + count - self.size} bytes short)"
+            )
+        if count <= self._held():
+            self._offset += count
+        else:
+            self._buffer, self._offset = b"", 0
+        self.position += count
+
+    def window(self, what: str) -> tuple[bytes, int]:
+        """The bytes held from `position` on (loading more if none) and where they start."""
+        if not self._held():
+            self._load(what)
+        return self._buffer, self._offset
+
+    def advance(self, count: int) -> None:
+        """Move on by `count` bytes of the window."""
+        self._offset += count
+        self.position += count
+
+
+# --- PNG, whole ---------------------------------------------------------------------------
+
+_PNG_MAX_CHUNK_LENGTH = 2**31 - 1
+# Channels per colour type; the bit depths each allows (PNG specification, 11.2.2).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_PNG_BIT_DEPTHS = {0: {1, 2, 4, 8, 16}, 2: {8, 16}, 3: {1, 2, 4, 8}, 4: {8, 16}, 6: {8, 16}}
+# Adam7: (first column, first row, column step, row step) of each of the 7 passes.
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+_PNG_FILTER_TYPES = bytes(range(5))
+
+
+def _png_rows(ihdr: bytes) -> list[tuple[int, int]]:
+    """(rows, bytes per row with its filter byte) of each pass the IHDR describes."""
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", ihdr)
+    if depth not in _PNG_BIT_DEPTHS.get(colour, ()):
+        raise _corrupt(f"the PNG's IHDR gives colour type {colour} with bit depth {depth}")
+    if compression or filtering or interlace > 1:
+        raise _corrupt(
+            f"the PNG's IHDR gives compression {compression}, filter {filtering}, interlace {interlace}"
+        )
+    bits = _PNG_CHANNELS[colour] * depth
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    rows = []
+    for column, row, column_step, row_step in passes:
+        pass_width = max(0, (width - column + column_step - 1) // column_step)
+        pass_height = max(0, (height - row + row_step - 1) // row_step)
+        if pass_width and pass_height:
+            rows.append((pass_height, 1 + (pass_width * bits + 7) // 8))
+    return rows
+
+
+class _PngImageData:
+    """The IDAT stream inflated piece by piece: only counted and its filter bytes checked.
+
+    Decoders stop once every row is decoded, so inflation stops there too: a stream that
+    would inflate further (a bomb) costs no more than the image's own size.
+    """
+
+    def __init__(self, rows: list[tuple[int, int]]) -> None:
+        self._inflater = zlib.decompressobj()
+        self._passes = rows
+        self.expected = sum(count * stride for count, stride in rows)
+        self.inflated = 0
+        self._pass = 0
+        self._in_pass = 0  # bytes of the current pass seen
+
+    def feed(self, data: bytes) -> None:
+        while data and self.inflated < self.expected:
+            try:
+                piece = self._inflater.decompress(
+                    data, min(INFLATE_PIECE_BYTES, self.expected - self.inflated)
+                )
+            except zlib.error as exc:
+                raise _corrupt(f"the PNG's image data does not inflate ({exc})") from None
+            self._check_filters(piece)
+            self.inflated += len(piece)
+            data = self._inflater.unconsumed_tail
+            if self._inflater.eof:
+                return
+
+    def _check_filters(self, piece: bytes) -> None:
+        start = 0
+        while start < len(piece):
+            count, stride = self._passes[self._pass]
+            span = min(len(piece) - start, count * stride - self._in_pass)
+            # The filter bytes are the pass's bytes at multiples of the row's stride.
+            first = (-self._in_pass) % stride
+            filters = piece[start + first : start + span : stride]
+            if filters.translate(None, _PNG_FILTER_TYPES):
+                raise _corrupt("a row of the PNG's image data has an unknown filter type")
+            start += span
+            self._in_pass += span
+            if self._in_pass == count * stride:
+                self._pass, self._in_pass = self._pass + 1, 0
+
+
+def _verify_png(stream: _Stream, info: ImageInfo) -> None:
+    stream.skip(len(_PNG_MAGIC), "the PNG signature")
+    image_data: _PngImageData | None = None
+    previous = b""
+    while previous != b"IEND":
+        length, chunk_type = struct.unpack(">I4s", stream.take(8, "a PNG chunk header"))
+        what = f"the PNG's {chunk_type.decode('latin-1')} chunk at byte {stream.position - 8}"
+        if length > _PNG_MAX_CHUNK_LENGTH:
+            raise _corrupt(f"{what} claims {length} bytes")
+        if image_data is None:  # the IHDR: the head check saw that it comes first
+            ihdr = stream.take(length, what)
+            crc = zlib.crc32(ihdr, zlib.crc32(chunk_type))
+            image_data = _PngImageData(_png_rows(ihdr[:13]))
+        else:
+            crc = _png_chunk_crc(stream, chunk_type, length, what, image_data, previous)
+        if int.from_bytes(stream.take(4, f"the CRC of {what}"), "big") != crc:
+            raise _corrupt(f"the CRC of {what} does not match its bytes")
+        previous = chunk_type
+    assert image_data is not None
+    if image_data.inflated < image_data.expected:
+        raise _corrupt(
+            f"the PNG's image data inflates to {image_data.inflated} bytes; "
+            f"{info.width}x{info.height} px need {image_data.expected}"
+        )
+
+
+def _png_chunk_crc(
+    stream: _Stream, chunk_type: bytes, length: int, what: str, image_data: _PngImageData, previous: bytes
+) -> int:
+    """Read one chunk after the IHDR (its image data inflated) and return its CRC."""
+    crc = zlib.crc32(chunk_type)
+    if chunk_type == b"acTL":  # an APNG: the frame count comes first
+        body = stream.take(length, what)
+        if int.from_bytes(body[:4], "big") > 1:
+            _refuse_animation("PNG (APNG)")
+        return zlib.crc32(body, crc)
+    if chunk_type == b"IDAT" and image_data.inflated and previous != b"IDAT":
+        raise _corrupt("the PNG's IDAT chunks are not consecutive")
+    for piece in stream.pieces(length, what):
+        crc = zlib.crc32(piece, crc)
+        if chunk_type == b"IDAT":
+            image_data.feed(piece)
+    return crc
+
+
+def _refuse_animation(kind: str) -> None:
+    raise InvalidImage(
+        f"the image is an animated {kind}; upload a still image (its first frame as JPEG, PNG or WEBP)",
+        code="ANIMATED_IMAGE",
+    )
+
+
+# --- JPEG, whole --------------------------------------------------------------------------
+
+_JPEG_DQT, _JPEG_RST = 0xDB, frozenset(range(0xD0, 0xD8))
+
+
+# A frame's components: each id -> the quantization table it uses.
+_JpegFrame = dict[int, int]
+
+
+def _verify_jpeg(stream: _Stream, info: ImageInfo) -> None:
+    """Every segment and every scan, in order, up to EOI: a file cut short has no EOI."""
+    stream.skip(2, "the JPEG's start marker")
+    frame: _JpegFrame | None = None
+    tables: set[int] = set()
+    scans = 0
+    marker = _jpeg_marker(stream, "a JPEG segment")
+    while marker != _JPEG_EOI:
+        if marker in _JPEG_STANDALONE_MARKERS:
+            marker = _jpeg_marker(stream, "a JPEG segment")
+            continue
+        what = f"the JPEG's 0x{marker:02X} segment at byte {stream.position - 2}"
+        length = int.from_bytes(stream.take(2, what), "big")
+        if length < 2:
+            raise _corrupt(f"{what} has length {length}")
+        body = stream.take(length - 2, what)
+        if marker in _JPEG_SOF_MARKERS:
+            frame = _jpeg_frame(body, what)
+        elif marker == _JPEG_DQT:
+            tables |= _jpeg_tables(body, what)
+        elif marker == _JPEG_SOS:
+            scans += 1
+            _check_jpeg_scan(body, frame, tables, scans)
+            marker = _skip_entropy_data(stream, scans)
+            continue
+        marker = _jpeg_marker(stream, "a JPEG segment")
+    if not scans:
+        raise _corrupt("the JPEG ends before any image data (no scan)")
+
+
+def _jpeg_marker(stream: _Stream, what: str) -> int:
+    """The next marker's code, after any fill bytes."""
+    if stream.take(1, what) != b"\xff":
+        raise _corrupt(f"JPEG marker expected at byte {stream.position - 1}")
+    code = 0xFF
+    while code == 0xFF:
+        code = stream.take(1, what)[0]
+    if code in (0x00, 0xD8):
+        raise _corrupt(f"JPEG marker 0x{code:02X} out of place at byte {stream.position - 1}")
+    return code
+
+
+def _jpeg_frame(body: bytes, what: str) -> _JpegFrame:
+    # Precision (1), height (2), width (2), count (1), then id, sampling, table per component.
+    if len(body) < 6 or len(body) < 6 + 3 * body[5]:
+        raise _corrupt(f"{what} (a frame header) is too short")
+    return {body[i]: body[i + 2] for i in range(6, 6 + 3 * body[5], 3)}
+
+
+def _jpeg_tables(body: bytes, what: str) -> set[int]:
+    """The table ids one DQT segment defines: each is (precision << 4 | id) then 64 values."""
+    defined, position = set(), 0
+    while position < len(body):
+        precision, table = body[position] >> 4, body[position] & 0x0F
+        position += 1 + 64 * (precision + 1)
+        if precision > 1 or position > len(body):
+            raise _corrupt(f"{what} (quantization tables) is malformed")
+        defined.add(table)
+    return defined
+
+
+def _check_jpeg_scan(body: bytes, frame: _JpegFrame | None, tables: set[int], scan: int) -> None:
+    if frame is None:
+        raise _corrupt("the JPEG's image data starts before its frame header")
+    missing = sorted({table for table in frame.values() if table not in tables})
+    if missing:
+        raise _corrupt(f"the JPEG's quantization table {missing[0]} is used but never defined")
+    count = body[0] if body else 0
+    scanned = {body[1 + 2 * i] for i in range(count) if 1 + 2 * i < len(body)}
+    if not count or len(body) < 1 + 2 * count + 3 or not scanned <= set(frame):
+        raise _corrupt(f"the JPEG's scan {scan} header does not match its frame's components")
+
+
+def _skip_entropy_data(stream: _Stream, scan: int) -> int:
+    """Move past one scan's entropy-coded data; the marker that ends it.
+
+    Inside it, 0xFF is followed by 0x00 (a stuffed byte) or RST0-7; anything else is the
+    next marker.
+    """
+    what = f"the JPEG's scan {scan} (image data), with no end-of-image marker"
+    while True:
+        window, start = stream.window(what)
+        found = window.find(b"\xff", start)
+        if found < 0:
+            stream.advance(len(window) - start)
+            continue
+        stream.advance(found - start + 1)
+        code = stream.take(1, what)[0]
+        while code == 0xFF:
+            code = stream.take(1, what)[0]
+        if code != 0x00 and code not in _JPEG_RST:
+            return code
+
+
+# --- WEBP, whole --------------------------------------------------------------------------
+
+_WEBP_ANIMATION_FLAG = 0x02
+
+
+def _verify_webp(stream: _Stream, info: ImageInfo) -> None:
+    """The RIFF size against the file, then every chunk inside it.
+
+    libwebp refuses a file shorter than its RIFF size says, and reads nothing after it.
+    """
+    riff_end = 8 + int.from_bytes(stream.take(12, "the WEBP header")[4:8], "little")
+    if riff_end > stream.size:
+        raise _truncated(
+            f"the WEBP's RIFF header says {riff_end} bytes and the file has {stream.size} "
+            f"({riff_end - stream.size} bytes short)"
+        )
+    frames = 0
+    while stream.position + 8 <= riff_end:
+        fourcc, length = struct.unpack("<4sI", stream.take(8, "a WEBP chunk header"))
+        name = fourcc.decode("latin-1")
+        what = f"the WEBP's {name!r} chunk at byte {stream.position - 8}"
+        padded = length + (length & 1)
+        if stream.position + padded > riff_end:
+            raise _corrupt(f"{what} runs {stream.position + padded - riff_end} bytes past the RIFF's end")
+        if fourcc == b"VP8X":
+            if stream.take(1, what)[0] & _WEBP_ANIMATION_FLAG:
+                _refuse_animation("WEBP")
+            padded -= 1
+        elif fourcc in (b"VP8 ", b"VP8L"):
+            frames += 1
+            header = stream.take(min(length, 10), what)
+            _check_webp_frame(fourcc, header, length, info, what)
+            padded -= len(header)
+        stream.skip(padded, what)
+    if stream.position != riff_end:
+        raise _corrupt(f"the WEBP's last chunk header is cut by the RIFF's end at byte {riff_end}")
+    if frames != 1:
+        raise _corrupt(f"the WEBP holds {frames} image frames; a still image has one")
+
+
+def _check_webp_frame(fourcc: bytes, header: bytes, length: int, info: ImageInfo, what: str) -> None:
+    if fourcc == b"VP8 ":
+        # Frame tag: bit 0 clear for a key frame; its top 19 bits, the first partition's size.
+        tag = int.from_bytes(header[:3], "little")
+        if len(header) < 10 or tag & 1 or (tag >> 5) > length - 10 or header[3:6] != _VP8_START_CODE:
+            raise _corrupt(f"{what} is not a VP8 key frame that fits in its chunk")
+        width = int.from_bytes(header[6:8], "little") & _FOURTEEN_BITS
+        height = int.from_bytes(header[8:10], "little") & _FOURTEEN_BITS
+    else:
+        bits = int.from_bytes(header[1:5], "little")
+        if len(header) < 5 or header[0] != _VP8L_SIGNATURE or bits >> 29:
+            raise _corrupt(f"{what} is not a VP8L stream of version 0")
+        width, height = (bits & _FOURTEEN_BITS) + 1, ((bits >> 14) & _FOURTEEN_BITS) + 1
+    if (width, height) != (info.width, info.height):
+        raise _corrupt(f"{what} is {width}x{height} px inside a {info.width}x{info.height} px canvas")
+
+
+# --- BMP, whole ---------------------------------------------------------------------------
+
+_BMP_RGB, _BMP_RLE8, _BMP_RLE4, _BMP_BITFIELDS, _BMP_ALPHABITFIELDS = 0, 1, 2, 3, 6
+_BMP_BIT_COUNTS = frozenset({1, 4, 8, 16, 24, 32})
+
+
+def _verify_bmp(stream: _Stream, info: ImageInfo) -> None:
+    """The pixel array the headers describe, against the file's size (nothing else to walk)."""
+    header = stream.take(min(stream.size, 54), "the BMP header")
+    pixels_at = int.from_bytes(header[10:14], "little")
+    core = int.from_bytes(header[14:18], "little") == _BMP_CORE_HEADER_SIZE
+    if core:
+        bit_count, compression, stated = int.from_bytes(header[24:26], "little"), _BMP_RGB, 0
+    elif len(header) < 38:
+        raise _truncated(f"the file ends after {stream.size} bytes, inside the BMP header")
+    else:
+        bit_count = int.from_bytes(header[28:30], "little")
+        compression = int.from_bytes(header[30:34], "little")
+        stated = int.from_bytes(header[34:38], "little")
+    if bit_count not in _BMP_BIT_COUNTS:
+        raise _corrupt(f"the BMP has {bit_count} bits per pixel")
+    if compression in (_BMP_RLE8, _BMP_RLE4):
+        # Run-length data has no size of its own but the one the header states.
+        needed = pixels_at + max(stated, 1)
+    elif compression in (_BMP_RGB, _BMP_BITFIELDS, _BMP_ALPHABITFIELDS):
+        # Rows are padded to 4 bytes; decoders do not need the last row's padding.
+        stride = (info.width * bit_count + 31) // 32 * 4
+        needed = pixels_at + stride * (info.height - 1) + (info.width * bit_count + 7) // 8
+    else:
+        raise _corrupt(f"the BMP uses compression {compression}, which decoders do not read")
+    if needed > stream.size:
+        raise _truncated(
+            f"the BMP's pixel array ends at byte {needed} and the file has {stream.size} "
+            f"({needed - stream.size} bytes short)"
+        )
+
+
+_VERIFIERS: dict[ImageFormat, Callable[[_Stream, ImageInfo], None]] = {
+    "png": _verify_png,
+    "jpeg": _verify_jpeg,
+    "webp": _verify_webp,
+    "bmp": _verify_bmp,
 }

@@ -72,6 +72,9 @@ class RouteSettings(BaseModel):
     image_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     image_min_side_px: int = Field(default=0, ge=0)
     image_max_aspect_ratio: float | None = Field(default=None, gt=1)
+    # Pillow's MAX_IMAGE_PIXELS: above it Pillow warns of a decompression bomb, above twice
+    # it refuses to open the file; the image's decoded size is what a provider allocates.
+    image_max_pixels: int = Field(default=89_478_485, gt=0)
     prompt_max_chars: int = Field(default=2500, ge=0)
     resolutions: tuple[str, ...] = ("720P", "1080P")
     duration_min: int = Field(default=3, ge=1)
@@ -109,6 +112,7 @@ class RouteSettings(BaseModel):
             "image_max_bytes": self.image_max_bytes > 0,
             "image_min_side_px": self.image_min_side_px >= 0,
             "image_max_aspect_ratio": self.image_max_aspect_ratio is None or self.image_max_aspect_ratio > 1,
+            "image_max_pixels": self.image_max_pixels > 0,
             "prompt_max_chars": self.prompt_max_chars >= 0,
             "duration_min": 1 <= self.duration_min <= self.duration_max,
             "first_poll_seconds": 0 <= self.first_poll_seconds <= 900,
@@ -179,6 +183,12 @@ class RouteSettings(BaseModel):
                 f"image aspect ratio is {long / short:.2f}:1 ({width}x{height} px); "
                 f"it must be at most {ratio:g}:1 either way",
                 code="BAD_ASPECT_RATIO",
+            )
+        if width * height > self.image_max_pixels:
+            raise InvalidImage(
+                f"image is {width}x{height} px ({width * height / 1e6:.1f} Mpx); this route takes "
+                f"at most {self.image_max_pixels} px ({self.image_max_pixels / 1e6:.1f} Mpx)",
+                code="IMAGE_TOO_MANY_PIXELS",
             )
         if size > self.image_max_bytes:
             raise InvalidImage(

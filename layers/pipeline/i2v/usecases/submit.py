@@ -24,7 +24,7 @@ from i2v.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from i2v.media.image import read_image_info
+from i2v.media.image import ImageInfo, read_image_info, verify_image
 from i2v.observability import MetricsSink, MetricUnit, logger
 from i2v.options import is_sidecar, resolve_options
 from i2v.providers.base import Provider, SubmitRequest
@@ -158,7 +158,7 @@ def submit_upload(
     route: ChosenRoute | None = None
     try:
         source, options = _inspect(source, config, sources)
-        route = _route_for(source, options, routing)
+        route = _route_for(source, options, routing, sources)
     except Rejection as rejected:
         rejection = rejected
         source, options = rejected.source, rejected.options or config.defaults
@@ -274,8 +274,11 @@ def _schedule_first_poll(
         metrics.add_metric(name="PollNotScheduled", unit=MetricUnit.Count, value=1)
 
 
-def _route_for(source: SourceObject, options: Options, routing: Routing) -> ChosenRoute:
-    """The route that takes the upload, once its rules accept the image and the options."""
+def _route_for(source: SourceObject, options: Options, routing: Routing, sources: SourceStore) -> ChosenRoute:
+    """The route that takes the upload, once its rules accept the image and the options.
+
+    The whole file is read only for an image whose head the route's rules accept.
+    """
     try:
         route = routing.choose(options.provider)
     except InvalidInput as exc:
@@ -283,6 +286,13 @@ def _route_for(source: SourceObject, options: Options, routing: Routing) -> Chos
     try:
         assert source.width is not None and source.height is not None and source.image_format is not None
         route.settings.check_image(source.image_format, source.width, source.height, source.size or 0)
+        verify_image(
+            lambda start, end: sources.read_range(source.key, start, end, source.version_id),
+            source.size or 0,
+            ImageInfo.model_validate(
+                {"format": source.image_format, "width": source.width, "height": source.height}
+            ),
+        )
         route.settings.check_options(options, route=route.name)
     except InvalidInput as exc:
         raise Rejection(exc, source, options, route=route) from exc

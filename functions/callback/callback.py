@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+    from i2v.usecases.callback import CallbackTooLarge
+
 
 # Callback URLs given before routes were named in them are Magnific's.
 LEGACY_ROUTE = "magnific"
@@ -64,6 +66,13 @@ def bad_callback(exc: BadCallback) -> Response[Any]:
     return Response(400, content_types.APPLICATION_JSON, {"message": exc.message})
 
 
+def too_large(exc: CallbackTooLarge) -> Response[Any]:
+    from aws_lambda_powertools.event_handler import Response, content_types
+
+    logger.warning("callback refused", extra={"reason": exc.message})
+    return Response(413, content_types.APPLICATION_JSON, {"message": exc.message})
+
+
 def unavailable(exc: RetryLater) -> Response[Any]:
     """A check that cannot be made now (fal's JWKS unreachable, say): the sender retries."""
     from aws_lambda_powertools.event_handler import Response, content_types
@@ -78,11 +87,14 @@ def webhooks() -> APIGatewayHttpResolver:
     """The HTTP API's resolver with its route and error answers, built on the first webhook."""
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
+    from i2v.usecases.callback import CallbackTooLarge
+
     app = APIGatewayHttpResolver()
     app.post("/callbacks/<route>/<task_id>")(callback)
     app.post("/callbacks/<task_id>")(callback)
     app.exception_handler(Unauthorized)(unauthorized)
     app.exception_handler(BadCallback)(bad_callback)
+    app.exception_handler(CallbackTooLarge)(too_large)
     app.exception_handler(RetryLater)(unavailable)
     return app
 

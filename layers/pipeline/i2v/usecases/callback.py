@@ -7,14 +7,23 @@ no read. A finished task's video is downloaded from the finalize queue, not here
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from i2v.errors import Unauthorized
+from i2v.errors import BadCallback, Unauthorized
 from i2v.observability import logger
 from i2v.providers.base import Provider
 from i2v.tokens import hash_token
 from i2v.usecases.progress import Progress, UpdateOutcome, apply_update
+
+# Far above any route's webhook (a task object, a result with one video URL), far below
+# Lambda's 6 MB: nothing larger is hashed or parsed.
+MAX_CALLBACK_BYTES = 1024 * 1024
+
+
+class CallbackTooLarge(BadCallback):
+    code = "CALLBACK_TOO_LARGE"
 
 
 @dataclass(frozen=True)
@@ -30,16 +39,25 @@ class CallbackRequest:
 def receive_callback(
     request: CallbackRequest, *, providers: Callable[[str], Provider], progress: Progress
 ) -> UpdateOutcome:
-    """Raises Unauthorized (an unknown route, a bad signature, an unknown task, a wrong
-    token, a task on another route) or BadCallback (an authentic body that cannot be read,
-    or one about another provider task)."""
+    """Raises CallbackTooLarge (a body over MAX_CALLBACK_BYTES), Unauthorized (an unknown
+    route, a path that names no task id, a bad signature, an unknown task, a wrong token, a
+    task on another route) or BadCallback (an authentic body that cannot be read, or one
+    about another provider task)."""
     from i2v.providers import UnknownRoute
 
+    if len(request.body) > MAX_CALLBACK_BYTES:
+        raise CallbackTooLarge(f"the webhook body is over {MAX_CALLBACK_BYTES} bytes")
+    if not _is_task_id(request.task_id):
+        # Not a key DynamoDB would take (a key over 2,048 bytes is a ValidationException).
+        raise Unauthorized("the callback URL names no task id")
     try:
         provider = providers(request.route)
     except UnknownRoute as exc:
         raise Unauthorized(exc.message) from exc
-    update = provider.parse_callback(request.headers, request.body)
+    try:
+        update = provider.parse_callback(request.headers, request.body)
+    except RecursionError as exc:  # json.loads past the interpreter's depth, on any route
+        raise BadCallback("webhook body is nested too deep to read") from exc
     logger.info("provider update", extra={"provider_status": update.raw_status})
     return apply_update(
         request.task_id,
@@ -49,3 +67,11 @@ def receive_callback(
         token_hash=hash_token(request.token),
         route=request.route,
     )
+
+
+def _is_task_id(value: str) -> bool:
+    """Whether `value` is a task id as derive_task_id writes them (a canonical UUID)."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False

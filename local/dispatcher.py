@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from local.lambda_runtime import FunctionError
+from local.lambda_worker import SESSION_AWS_CALL_LOG, append_lines, call_line
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,10 @@ class SqsDispatcher:
         self._lock = threading.Lock()
         self.max_in_flight = 0
         """The most batches that were in flight at once, for benchmarks."""
+        # Lambda's event source mapping receives and deletes with the function's role: in a
+        # test session these calls are recorded as the function's (local/lambda_worker.py).
+        session_log = os.environ.get(SESSION_AWS_CALL_LOG)
+        self._call_logs = [Path(session_log)] if session_log else []
 
     @property
     def queue_url(self) -> str:
@@ -191,6 +198,7 @@ class SqsDispatcher:
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
+            self._record("ReceiveMessage")
             messages.extend(received)
             if not messages:
                 return []
@@ -230,5 +238,20 @@ class SqsDispatcher:
                     for index, message in enumerate(chunk)
                 ],
             )
+            self._record("DeleteMessageBatch")
             for failure in response.get("Failed", []):
                 log.warning("deleting a message failed: %s", failure.get("Message"))
+
+    def _record(self, operation: str) -> None:
+        if not self._call_logs:
+            return
+        line = call_line(
+            self._function.name,
+            "sqs",
+            operation,
+            {"QueueUrl": self._source.queue_url},
+            status=200,
+            region=self._source.region,
+            account=self._source.queue_arn.split(":")[4],
+        )
+        append_lines(self._call_logs, line | {"caller": "event source mapping"})

@@ -35,7 +35,7 @@ from botocore.config import Config
 from local.dispatcher import SqsDispatcher, SqsEventSource
 from local.gateway import INTEGRATION_TIMEOUT_SECONDS, HttpApiGateway
 from local.lambda_runtime import FunctionConfig, LocalFunction
-from local.lambda_worker import AWS_CALL_LOG
+from local.lambda_worker import aws_call_log_environment
 from local.moto_server import MOTO_ACCOUNT_ID, MotoServer
 from local.resources import FunctionSpec, LocalResources
 from local.schedule import ScheduleTimer, rate_seconds
@@ -358,7 +358,13 @@ class LocalStack(BackgroundService):
             "VIDEO_ALLOWED_HOSTS": "127.0.0.1",
             # No X-Ray daemon here.
             "POWERTOOLS_TRACE_DISABLED": "true",
-            **({AWS_CALL_LOG: str(self.aws_call_log)} if self.aws_call_log else {}),
+            # The session's call log too, in a test session (tests/conftest.py).
+            **aws_call_log_environment(
+                self.aws_call_log,
+                template_path=self.template_path,
+                parameters=self._parameters,
+                specs=self.specs,
+            ),
         }
 
     def _function_config(self, spec: FunctionSpec) -> FunctionConfig:

@@ -200,7 +200,7 @@ def test_read_image_info_of_an_empty_file_reads_nothing() -> None:
 
 
 @pytest.mark.parametrize("cut", [2, 11, 20, 100], ids=lambda cut: f"{cut}-bytes")
-def test_read_image_info_of_a_truncated_jpeg_is_corrupt(cut: int) -> None:
+def test_read_image_info_of_a_jpeg_cut_inside_its_header_is_truncated(cut: int) -> None:
     # Given a JPEG whose file ends inside its header (DQT segments come before SOF)
     data = encode("JPEG", (640, 480))[:cut]
 
@@ -208,8 +208,8 @@ def test_read_image_info_of_a_truncated_jpeg_is_corrupt(cut: int) -> None:
     with pytest.raises(InvalidImage) as excinfo:
         read_image_info(CountingReader(data), len(data))
 
-    # Then it is corrupt, not a format question
-    assert error_code(excinfo) == "CORRUPT_IMAGE"
+    # Then it is cut short, not a format question
+    assert error_code(excinfo) == "TRUNCATED_IMAGE"
 
 
 def test_read_image_info_when_the_object_is_shorter_than_stated() -> None:

@@ -63,7 +63,7 @@ def read_image_info(read_range: Callable[[int, int], bytes], size: int) -> Image
             return inspect_image(head)
         except NeedMoreBytes as short:
             if short.needed > size:
-                raise _corrupt(f"the file ends after {size} bytes, inside its header") from None
+                raise _truncated(f"the file ends after {size} bytes, inside its header") from None
             if short.needed > MAX_HEAD_BYTES:
                 raise InvalidImage(
                     f"the image's metadata before its frame header is over "

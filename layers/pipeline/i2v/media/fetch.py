@@ -163,6 +163,8 @@ def is_forbidden_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address)
             return is_forbidden_address(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
         if address.sixtofour is not None:  # deprecated relays to an IPv4 we cannot vet
             return True
+        if address.is_site_local:  # deprecated fec0::/10, which `is_global` lets through
+            return True
     return not address.is_global or address.is_multicast or address.is_reserved
 
 

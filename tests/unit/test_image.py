@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import os
 import struct
+import tracemalloc
+import zlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,11 +16,14 @@ from PIL import Image
 from i2v.errors import InvalidImage
 from i2v.media.image import (
     HEAD_BYTES,
+    INFLATE_PIECE_BYTES,
     MAX_HEAD_BYTES,
+    READ_CHUNK_BYTES,
     ImageInfo,
     NeedMoreBytes,
     inspect_image,
     read_image_info,
+    verify_image,
 )
 from i2v.providers.magnific import MagnificSettings
 
@@ -559,3 +565,274 @@ def test_webp_lossless_without_signature_is_corrupt() -> None:
 
     # Then it is corrupt
     assert error_code(excinfo) == "CORRUPT_IMAGE"
+
+
+# --- the whole file: verify_image -------------------------------------------------------------
+
+
+def verify(data: bytes, reader: CountingReader | None = None) -> None:
+    reader = reader or CountingReader(data)
+    verify_image(reader, len(data), read_image_info(reader, len(data)))
+
+
+def verify_code(data: bytes) -> str:
+    with pytest.raises(InvalidImage) as excinfo:
+        verify(data)
+    return error_code(excinfo)
+
+
+def png_chunk(chunk_type: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + chunk_type + body + struct.pack(">I", zlib.crc32(chunk_type + body))
+
+
+def png_of_rows(width: int, height: int, rows: bytes, *, between: bytes = b"", extra: bytes = b"") -> bytes:
+    """An 8-bit greyscale PNG with these raw (filtered) rows, `between` split into two IDATs."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    data = zlib.compress(rows)
+    idats = (
+        png_chunk(b"IDAT", data)
+        if not between
+        else png_chunk(b"IDAT", data[:10]) + between + png_chunk(b"IDAT", data[10:])
+    )
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + idats + extra + png_chunk(b"IEND", b"")
+
+
+def pillow_loads(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(noise_jpeg((640, 480)), id="jpeg"),
+        pytest.param(encode("JPEG", (641, 479), progressive=True), id="jpeg-progressive"),
+        pytest.param(encode("JPEG", (640, 480), mode="CMYK"), id="jpeg-cmyk"),
+        pytest.param(encode("JPEG", (640, 480), restart_marker_blocks=3), id="jpeg-restart-markers"),
+        pytest.param(with_app_segments(encode("JPEG", (640, 480)), 300 * 1024), id="jpeg-300-kib-metadata"),
+        pytest.param(encode("PNG", (800, 321)), id="png"),
+        pytest.param(encode("PNG", (333, 301), mode="L", bits=4), id="png-4-bit"),
+        pytest.param(encode("PNG", (301, 640), mode="RGBA"), id="png-alpha"),
+        pytest.param(encode("PNG", (400, 300), mode="P"), id="png-palette"),
+        pytest.param(encode("BMP", (641, 480)), id="bmp"),
+        pytest.param(encode("BMP", (401, 303), mode="L"), id="bmp-grey"),
+        pytest.param(encode("WEBP", (641, 479), quality=80), id="webp-lossy"),
+        pytest.param(encode("WEBP", (1001, 999), lossless=True), id="webp-lossless"),
+        pytest.param(translucent_webp((513, 1025)), id="webp-alpha"),
+    ],
+)
+def test_whole_files_pillow_writes_are_read_to_their_end(data: bytes) -> None:
+    # Given a file as Pillow writes it, which Pillow itself loads
+    assert pillow_loads(data)
+
+    # When it is walked whole, Then nothing is refused
+    verify(data)
+
+
+def interlaced_png(rows: bytes) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", 10, 9, 8, 0, 0, 0, 1)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(rows))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def test_an_interlaced_png_is_inflated_pass_by_pass() -> None:
+    # Given a 10x9 px Adam7 PNG built by hand: each pass's rows, with filter type 0
+    passes = [(2, 2), (2, 1), (1, 3), (3, 2), (2, 5), (5, 5), (4, 10)]  # (rows, width) of passes 1..7
+    rows = b"".join((b"\x00" + bytes(width)) * count for count, width in passes)
+    assert pillow_loads(interlaced_png(rows))
+
+    # When it is walked, Then it is whole; a byte fewer and it is not, for Pillow either
+    verify(interlaced_png(rows))
+    assert not pillow_loads(interlaced_png(rows[:-1]))
+    assert verify_code(interlaced_png(rows[:-1])) == "CORRUPT_IMAGE"
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "pillow"),
+    [
+        pytest.param(
+            png_of_rows(4, 2, b"\x00abcd\x07efgh"), "CORRUPT_IMAGE", False, id="unknown-filter-type"
+        ),
+        pytest.param(png_of_rows(4, 2, b"\x00abcd\x00efg"), "CORRUPT_IMAGE", False, id="rows-short"),
+        pytest.param(png_of_rows(4, 2, b"\x00abcd\x00efgh" + bytes(10**6)), None, True, id="rows-long"),
+        pytest.param(
+            png_of_rows(4, 2, b"\x00abcd\x00efgh", between=png_chunk(b"tEXt", b"a\x00b")),
+            "CORRUPT_IMAGE",
+            None,
+            id="idat-not-consecutive",
+        ),
+    ],
+)
+def test_png_image_data_must_inflate_to_exactly_its_rows(
+    data: bytes, code: str | None, pillow: bool | None
+) -> None:
+    # Given a PNG whose IDAT stream is what the case says
+    if pillow is not None:
+        assert pillow_loads(data) is pillow
+
+    # When it is walked, Then it is refused with the code, or taken
+    if code is None:
+        verify(data)
+    else:
+        assert verify_code(data) == code
+
+
+def test_a_png_chunk_with_a_wrong_crc_is_corrupt_even_where_pillow_does_not_look() -> None:
+    # Given a PNG whose IDAT CRC is wrong: Pillow skips IDAT CRCs, libpng does not
+    data = bytearray(encode("PNG", (400, 300)))
+    idat = data.find(b"IDAT")
+    end = idat + 4 + int.from_bytes(data[idat - 4 : idat], "big")
+    data[end] ^= 0xFF
+    assert pillow_loads(bytes(data))
+
+    # When it is walked
+    with pytest.raises(InvalidImage) as excinfo:
+        verify(bytes(data))
+
+    # Then the chunk is named
+    assert error_code(excinfo) == "CORRUPT_IMAGE"
+    assert "the CRC of the PNG's IDAT chunk at byte" in excinfo.value.message
+
+
+def test_an_apng_is_refused_as_animated() -> None:
+    # Given a PNG with three frames (APNG)
+    frames = [Image.new("RGB", (400, 300), (shade, 0, 0)) for shade in (0, 100, 200)]
+    out = io.BytesIO()
+    frames[0].save(out, "PNG", save_all=True, append_images=frames[1:])
+
+    # When it is walked, Then it is refused as animated
+    assert verify_code(out.getvalue()) == "ANIMATED_IMAGE"
+
+
+def test_a_decompression_bomb_is_walked_in_bounded_memory() -> None:
+    # Given a 9000x9000 px PNG of 80 KiB that inflates to 81 MB
+    data = encode("PNG", (9000, 9000), mode="L")
+    assert len(data) < 200 * 1024
+
+    # When it is walked under tracemalloc
+    tracemalloc.start()
+    try:
+        verify(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    # Then it is whole, and no more than a read chunk and an inflated piece were held
+    assert peak < READ_CHUNK_BYTES + 2 * INFLATE_PIECE_BYTES + 256 * 1024, peak
+
+
+def test_a_big_file_is_read_in_chunks_of_bounded_size() -> None:
+    # Given a JPEG of several MiB
+    data = noise_jpeg((2400, 1800))
+    assert len(data) > 3 * READ_CHUNK_BYTES
+    reader = CountingReader(data)
+
+    # When it is walked whole
+    verify(data, reader)
+
+    # Then every byte after the start marker was read once (beside the head), a chunk at a time
+    assert reader.bytes_read == HEAD_BYTES + len(data) - 2
+    assert reader.calls == 1 + -(-(len(data) - 2) // READ_CHUNK_BYTES)
+
+
+def test_a_webp_walk_skips_the_frame_data_it_does_not_check() -> None:
+    # Given a lossless WEBP of over a MiB: its frame data is libwebp's to decode
+    data = encode("WEBP", (1024, 768), lossless=True)
+    reader = CountingReader(data)
+
+    # When it is walked
+    verify(data, reader)
+
+    # Then only the head and the chunk headers were read
+    assert reader.bytes_read <= HEAD_BYTES + READ_CHUNK_BYTES
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        pytest.param(lambda d: d.replace(b"\xff\xdb", b"\xff\xfe", 2), "quantization table", id="no-dqt"),
+        pytest.param(lambda d: d[: d.find(b"\xff\xda")] + b"\xff\xd9", "no scan", id="no-scan"),
+        pytest.param(lambda d: d[:-2] + b"\xff\xd8", "out of place", id="soi-at-the-end"),
+    ],
+)
+def test_malformed_jpeg_bodies_are_corrupt(mutate: Callable[[bytes], bytes], reason: str) -> None:
+    # Given a JPEG broken after its frame header
+    data = mutate(encode("JPEG", (640, 480)))
+    assert not pillow_loads(data)
+
+    # When it is walked
+    with pytest.raises(InvalidImage) as excinfo:
+        verify(data)
+
+    # Then it is refused, and says what is wrong
+    assert error_code(excinfo) in {"CORRUPT_IMAGE", "TRUNCATED_IMAGE"}
+    assert reason in excinfo.value.message
+
+
+def test_a_webp_frame_that_disagrees_with_its_canvas_is_corrupt() -> None:
+    # Given a WEBP with alpha (VP8X) whose canvas says one width and its frame another
+    data = bytearray(translucent_webp((513, 1025)))
+    data[24:27] = (600 - 1).to_bytes(3, "little")
+    assert not pillow_loads(bytes(data))
+
+    # When it is walked, Then the two sizes are named
+    with pytest.raises(InvalidImage) as excinfo:
+        verify(bytes(data))
+    assert "513x1025 px inside a 600x1025 px canvas" in excinfo.value.message
+
+
+def test_a_bmp_needs_every_row_but_the_last_ones_padding() -> None:
+    # Given a 641 px wide 24-bit BMP: 1,923 bytes a row, padded to 1,924
+    data = encode("BMP", (641, 480))
+
+    # When its last padding byte is missing it is whole, as Pillow finds; one more and it is not
+    assert pillow_loads(data[:-1]) and not pillow_loads(data[:-2])
+    verify(data[:-1])
+    assert verify_code(data[:-2]) == "TRUNCATED_IMAGE"
+
+
+def test_an_object_shorter_than_its_stated_size_is_corrupt_not_a_loop() -> None:
+    # Given a reader whose object ends before the size HEAD gave
+    data = noise_jpeg((1600, 1200))
+    info = read_image_info(CountingReader(data), len(data))
+
+    # When it is walked
+    with pytest.raises(InvalidImage) as excinfo:
+        verify_image(CountingReader(data[: len(data) // 2]), len(data), info)
+
+    # Then it is corrupt, naming the byte
+    assert error_code(excinfo) == "CORRUPT_IMAGE"
+    assert f"before its stated size of {len(data)}" in excinfo.value.message
+
+
+@pytest.mark.parametrize(
+    ("size", "expected_code"),
+    [
+        ((9459, 9459), None),
+        ((9460, 9460), "IMAGE_TOO_MANY_PIXELS"),
+        ((100_000, 100_000), "IMAGE_TOO_MANY_PIXELS"),
+    ],
+)
+def test_pixels_over_pillows_bomb_limit_are_refused(size: tuple[int, int], expected_code: str | None) -> None:
+    # Given an image of that many pixels, around Pillow's MAX_IMAGE_PIXELS
+    info = ImageInfo(format="png", width=size[0], height=size[1])
+    assert RULES.image_max_pixels == Image.MAX_IMAGE_PIXELS
+
+    # When the rules are checked
+    if expected_code is None:
+        check_provider_rules(info, 1000)
+        return
+    with pytest.raises(InvalidImage) as excinfo:
+        check_provider_rules(info, 1000)
+
+    # Then the refusal gives the pixels and the limit
+    assert error_code(excinfo) == expected_code
+    assert f"at most {Image.MAX_IMAGE_PIXELS} px" in excinfo.value.message

@@ -543,6 +543,8 @@ def _verify_jpeg(stream: _Stream, info: ImageInfo) -> None:
     scans = 0
     marker = _jpeg_marker(stream, "a JPEG segment")
     while marker != _JPEG_EOI:
+        if marker == 0xD8:
+            raise _corrupt(f"JPEG start marker out of place at byte {stream.position - 2}")
         if marker in _JPEG_STANDALONE_MARKERS:
             marker = _jpeg_marker(stream, "a JPEG segment")
             continue
@@ -572,8 +574,8 @@ def _jpeg_marker(stream: _Stream, what: str) -> int:
     code = 0xFF
     while code == 0xFF:
         code = stream.take(1, what)[0]
-    if code in (0x00, 0xD8):
-        raise _corrupt(f"JPEG marker 0x{code:02X} out of place at byte {stream.position - 1}")
+    if code == 0x00:
+        raise _corrupt(f"JPEG marker expected at byte {stream.position - 2}")
     return code
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +56,29 @@ def fresh_process_caches() -> Iterator[None]:
     clear()
     yield
     clear()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every local stack of the session also records its functions' AWS calls in one log,
+    which the least-privilege test (tests/test_least_privilege.py) reads at the end."""
+    from local.lambda_worker import SESSION_AWS_CALL_LOG
+
+    folder = Path(tempfile.mkdtemp(prefix="i2v-session-calls-"))
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+    os.environ[SESSION_AWS_CALL_LOG] = str(folder / "aws-calls.jsonl")
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    from tests.support.least_privilege import DESELECTED_MODULES
+
+    for item in items:
+        deselected = item.config.stash.setdefault(DESELECTED_MODULES, set())
+        deselected.add(str(item.path.relative_to(item.config.rootpath)))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The least-privilege test last, after every suite that starts local stacks."""
+    from tests.support.least_privilege import LAST_MODULE
+
+    items.sort(key=lambda item: item.path == LAST_MODULE)

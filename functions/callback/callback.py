@@ -101,14 +101,16 @@ def webhooks() -> APIGatewayHttpResolver:
 
 def finalize_record(record: SQSRecord) -> None:
     """One finalize order; raising marks it failed, a transient failure with its next
-    delivery pushed out by the backoff."""
-    from i2v.redelivery import attempt_of, retried
+    delivery pushed out by the backoff. An unreadable one, or one failing its last
+    delivery, goes to the dead-letter queue with its reason."""
+    from i2v.redelivery import attempt_of, reading, retried
     from i2v.usecases.progress import FinalizeOrder
 
-    order = FinalizeOrder.model_validate_json(record.body)
     with retried(record, wiring.finalize_redelivery):
+        with reading("the finalize order"):
+            order = FinalizeOrder.model_validate_json(record.body)
         outcome = wiring.finalizer()(order, attempt=attempt_of(record))
-    logger.info("finalize order handled", extra={"outcome": outcome.value})
+        logger.info("finalize order handled", extra={"outcome": outcome.value})
 
 
 @cache

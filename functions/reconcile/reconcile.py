@@ -18,15 +18,17 @@ if TYPE_CHECKING:
 
 def poll_record(record: SQSRecord) -> None:
     """One status check; raising marks it failed, a provider outage with its next
-    delivery pushed out by the backoff."""
-    from i2v.redelivery import retried
+    delivery pushed out by the backoff. An unreadable one, or one failing its last
+    delivery, goes to the dead-letter queue with its reason."""
+    from i2v.redelivery import reading, retried
     from i2v.usecases.poll import PollOrder
 
-    order = PollOrder.model_validate_json(record.body)
-    logger.set_correlation_id(order.task_id)
     with retried(record, wiring.poll_redelivery):
+        with reading("the status check"):
+            order = PollOrder.model_validate_json(record.body)
+        logger.set_correlation_id(order.task_id)
         outcome = wiring.poller()(order)
-    logger.info("poll handled", extra={"outcome": outcome.value})
+        logger.info("poll handled", extra={"outcome": outcome.value})
 
 
 @cache

@@ -18,13 +18,16 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 def submit_record(record: SQSRecord) -> None:
     """One message of S3 notifications; raising marks it failed, after a provider outage
-    with its next delivery pushed out by the backoff."""
-    from i2v.redelivery import retried
+    with its next delivery pushed out by the backoff. An unreadable one, or one failing
+    its last delivery, goes to the dead-letter queue with its reason."""
+    from i2v.redelivery import reading, retried
     from i2v.usecases.submit import uploads_in
 
     submit = wiring.submit()
     with retried(record, wiring.uploads_redelivery):
-        for upload in uploads_in(record.json_body):
+        with reading("the upload notification"):
+            uploads = list(uploads_in(record.json_body))
+        for upload in uploads:
             outcome = submit(upload, record.message_id)
             logger.info("upload handled", extra={"outcome": outcome.value})
 

@@ -635,6 +635,7 @@ EXPECTED_GRANTS = {
         ("sns:Publish", ref("NotificationsTopic")),
         ("sqs:ChangeMessageVisibility", get_att("UploadsQueue", "Arn")),
         ("sqs:SendMessage", get_att("PollQueue", "Arn")),
+        ("sqs:SendMessage", get_att("UploadsDeadLetterQueue", "Arn")),
         *secret_slots("api-key"),
     },
     "CallbackFunction": {
@@ -642,6 +643,7 @@ EXPECTED_GRANTS = {
         ("dynamodb:UpdateItem", get_att("TasksTable", "Arn")),
         ("sqs:SendMessage", get_att("FinalizeQueue", "Arn")),
         ("sqs:ChangeMessageVisibility", get_att("FinalizeQueue", "Arn")),
+        ("sqs:SendMessage", get_att("FinalizeDeadLetterQueue", "Arn")),
         ("s3:PutObject", sub("${MediaBucket.Arn}/videos/*")),
         ("s3:AbortMultipartUpload", sub("${MediaBucket.Arn}/videos/*")),
         ("sns:Publish", ref("NotificationsTopic")),
@@ -653,6 +655,7 @@ EXPECTED_GRANTS = {
         ("sqs:SendMessage", get_att("FinalizeQueue", "Arn")),
         ("sqs:SendMessage", get_att("PollQueue", "Arn")),
         ("sqs:ChangeMessageVisibility", get_att("PollQueue", "Arn")),
+        ("sqs:SendMessage", get_att("PollDeadLetterQueue", "Arn")),
         ("sns:Publish", ref("NotificationsTopic")),
         *secret_slots("api-key"),
     },
@@ -733,6 +736,9 @@ def test_no_statement_reaches_beyond_the_stack(template: dict[str, Any]) -> None
         "UploadsQueue",
         "FinalizeQueue",
         "PollQueue",
+        "UploadsDeadLetterQueue",
+        "FinalizeDeadLetterQueue",
+        "PollDeadLetterQueue",
         "Routes",
         "SecretPrefix",
     }

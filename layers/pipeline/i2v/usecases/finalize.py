@@ -51,11 +51,26 @@ class FinalizeConfig:
 
 
 def video_key(task: Task, config: FinalizeConfig) -> str:
+    return video_key_of(
+        task.source.key,
+        task.task_id,
+        incoming_prefix=config.incoming_prefix,
+        videos_prefix=config.videos_prefix,
+    )
+
+
+def video_key_of(source_key: str, task_id: str, *, incoming_prefix: str, videos_prefix: str) -> str:
     """`videos/<the source's path under incoming/, without extension>/<task id>.mp4`:
-    grouped by source, and never overwriting another task's video."""
-    relative = task.source.key.removeprefix(config.incoming_prefix)
-    stem = posixpath.splitext(relative)[0] or "video"
-    return f"{config.videos_prefix}{stem}/{task.task_id}.mp4"
+    grouped by source, and never overwriting another task's video.
+
+    The path keeps only its named segments: empty, `.` and `..` ones are dropped and a
+    backslash separates like a slash, so no tool that maps keys onto folders (a sync to
+    Windows, say) can place a video outside `videos/`.
+    """
+    relative = source_key.removeprefix(incoming_prefix)
+    stem = posixpath.splitext(relative)[0].replace("\\", "/")
+    segments = [segment for segment in stem.split("/") if segment not in ("", ".", "..")]
+    return f"{videos_prefix}{'/'.join(segments) or 'video'}/{task_id}.mp4"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from i2v.providers.route import RouteSettings
 from i2v.storage import SourceStore
 from i2v.tasks.store import TaskStore
 from i2v.tokens import hash_token, new_token
+from i2v.usecases.finalize import video_key_of
 from i2v.usecases.outcome import Endings
 from i2v.usecases.poll import PollOrder
 
@@ -118,6 +119,7 @@ class SubmitConfig:
     webhook_base_url: str
     presign_expiry_seconds: int
     submit_lease_seconds: int = 180  # longer than the submit function may run
+    videos_prefix: str = "videos/"
 
 
 def submit_upload(
@@ -157,6 +159,7 @@ def submit_upload(
     rejection: Rejection | None = None
     route: ChosenRoute | None = None
     try:
+        _check_video_key(source, task_id, config)
         source, options = _inspect(source, config, sources)
         route = _route_for(source, options, routing, sources)
     except Rejection as rejected:
@@ -386,6 +389,27 @@ class Rejection(Exception):
         self.options = options
         self.route = route
         """The route whose rules refused the upload, when one was chosen."""
+
+
+# S3's longest key, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
+
+
+def _check_video_key(source: SourceObject, task_id: str, config: SubmitConfig) -> None:
+    """Reject an upload whose video could not be stored: its key, longer than the upload's
+    by the task id, would pass S3's limit only after the generation was paid for."""
+    key = video_key_of(
+        source.key, task_id, incoming_prefix=config.incoming_prefix, videos_prefix=config.videos_prefix
+    )
+    size = len(key.encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        excess = size - MAX_KEY_BYTES
+        reason = InvalidInput(
+            f"the upload's key is too long: its video's key would be {size} bytes, over S3's"
+            f" {MAX_KEY_BYTES}; shorten the key by {excess} bytes or more",
+            code="KEY_TOO_LONG",
+        )
+        raise Rejection(reason, source, None)
 
 
 def _inspect(

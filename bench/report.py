@@ -12,6 +12,8 @@ from typing import Any
 
 COLD_START_TARGET = 1.25
 COLD_START_TARGETED = ("submit", "callback", "reconcile")
+# The whole-file image check holds one 1 MiB read and one inflated piece, whatever the image.
+IMAGE_CHECK_PEAK_MIB = 8
 
 
 def _get(results: dict[str, Any], dotted: str) -> Any:
@@ -70,6 +72,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             f"<= {interval + 10} (interval + 10 s)",
             lambda v: v <= interval + 10,
         )
+    check(
+        "image_check.max_peak_mib",
+        f"<= {IMAGE_CHECK_PEAK_MIB} (bounded)",
+        lambda v: v <= IMAGE_CHECK_PEAK_MIB,
+    )
+    check("image_check.cost_ratio", ">= 1000 (checks one refused paid call pays for)", lambda v: v >= 1000)
     return rows
 
 
@@ -349,6 +357,38 @@ def _cost_md(cost: dict[str, Any], out: Path) -> list[str]:
     return md
 
 
+def _image_check_md(check: dict[str, Any]) -> list[str]:
+    md = [
+        "## Image check: whole file against head only",
+        "",
+        f"**Method.** {check['method']}; S3 throughput assumed, not measured.",
+        "",
+        "| image | MiB | head ms | full ms | full / head | peak MiB head / full | GETs head / full "
+        "| Lambda s | USD per upload |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in [*check["cases"], check["bomb"]]:
+        md.append(
+            f"| {case['image']} | {case['mib']} | {_span(case['head_ms'], '.3f')} "
+            f"| {_span(case['full_ms'], '.2f')} | {_span(case['ratio'])} "
+            f"| {case['head_peak_mib']:.2f} / {case['full_peak_mib']:.2f} "
+            f"| {case['head_reads']} / {case['full_reads']} | {case['cost']['lambda_seconds']:.3f} "
+            f"| {case['cost']['usd']:.2e} |"
+        )
+    prices = ", ".join(
+        f"{route} {'unpublished' if usd is None else f'${usd:.2f}'}"
+        for route, usd in check["paid_call_usd"].items()
+    )
+    md += [
+        "",
+        f"A paid call on an image the provider then fails (the stack's default options): {prices}. "
+        f"The dearest check of an ordinary upload costs ${check['max_check_usd']:.2e}: one refused "
+        f"call pays for **{check['cost_ratio']:,}** of them (`image_check.cost_ratio`).",
+        "",
+    ]
+    return md
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     seconds = ", ".join(f"{k} {v} s" for k, v in results["section_seconds"].items())
     md = [
@@ -380,6 +420,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         md += _section_md("DynamoDB calls per task", results["aws_calls"])
     if isinstance(results.get("poll_delay"), dict):
         md += _section_md("Polling routes: provider finished to SUCCEEDED", results["poll_delay"])
+    if isinstance(results.get("image_check"), dict):
+        md += _image_check_md(results["image_check"])
     if isinstance(results.get("cost"), dict):
         md += _cost_md(results["cost"], out)
     path = out / "bench.md"

@@ -33,6 +33,7 @@ SECTIONS = {
     "burst": "burst",
     "aws_calls": "aws_calls",
     "poll_delay": "poll_delay",
+    "image_check": "image_check",
     "cost": "cost",
 }
 

@@ -7,6 +7,8 @@ import hmac
 import json
 import logging
 import shutil
+import socket
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeGuard
 from urllib.parse import parse_qs, urlsplit
+
+from local.simulators.core.chaos import DRIP, HANG, RESET, TRUNCATE, WireFault
 
 HTTP_TIMEOUT_SECONDS = 10.0  # of the simulators' own calls: image fetches and webhooks
 REQUEST_BODY_MAX_BYTES = 1024 * 1024
@@ -42,6 +46,7 @@ class Reply:
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     file: Path | None = None
+    wire_fault: WireFault | None = None  # how the answer goes wrong on the wire (fault injection)
 
 
 def json_reply(
@@ -167,23 +172,54 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
 
     def _send(self, reply: Reply, *, include_body: bool) -> None:
+        fault = reply.wire_fault
+        if fault is not None and fault.kind in (HANG, RESET):
+            self._abort(fault)
+            return
         length = reply.file.stat().st_size if reply.file else len(reply.body)
+        declared = fault.declared_length if fault is not None and fault.declared_length else length
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(length))
+        self.send_header("Content-Length", str(declared))
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
         if not include_body:
             return
         try:
-            if reply.file is not None:
+            if fault is not None:
+                self._send_faulty(reply, fault)
+            elif reply.file is not None:
                 with reply.file.open("rb") as video:
                     shutil.copyfileobj(video, self.wfile)
             else:
                 self.wfile.write(reply.body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _abort(self, fault: WireFault) -> None:
+        """No answer at all: a reset now, or silence for `fault.seconds`, then the close."""
+        self.close_connection = True
+        if fault.kind == RESET:
+            # Linger 0: closing the socket sends a TCP RST instead of a FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            time.sleep(fault.seconds)
+
+    def _send_faulty(self, reply: Reply, fault: WireFault) -> None:
+        body = reply.file.read_bytes() if reply.file is not None else reply.body
+        if fault.kind == TRUNCATE:
+            self.wfile.write(body[: fault.cut_at])
+            self.close_connection = True
+        elif fault.kind == DRIP:
+            chunks = 20
+            step = max(1, -(-len(body) // chunks))
+            for start in range(0, len(body), step):
+                self.wfile.write(body[start : start + step])
+                self.wfile.flush()
+                time.sleep(fault.seconds / chunks)
+        else:
+            raise ValueError(f"unknown wire fault {fault.kind!r}")
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Silenced: `_serve` writes the request line itself, without the query string."""

@@ -15,11 +15,27 @@ from collections.abc import Collection
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Self, TypedDict
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from local.render import render_video_file
 from local.service import BackgroundService
+from local.simulators.core.chaos import (
+    CREATE_ERRORS,
+    DRIP,
+    HANG,
+    NO_FAULTS,
+    RESET,
+    STATUS_ERRORS,
+    TRUNCATE,
+    VIDEO_FAULTS,
+    FaultDraws,
+    FaultLog,
+    FaultRates,
+    WireFault,
+    upload_key,
+)
 from local.simulators.core.control import CONTROL_PREFIX, control_reply
 from local.simulators.core.faults import RateWindow
 from local.simulators.core.http import HTTP_TIMEOUT_SECONDS, HttpRequest, HttpServer, Reply, parse_json
@@ -48,6 +64,9 @@ class SimulatorOptions(TypedDict, total=False):
     progress_delay: float
     render_workers: int
     public_url: str | None
+    fault_rates: FaultRates | None
+    fault_seed: int
+    fault_log: Path | None
 
 
 class Simulator(WireFormat[R], BackgroundService):
@@ -68,6 +87,9 @@ class Simulator(WireFormat[R], BackgroundService):
         render_workers: int = 2,
         public_url: str | None = None,
         poll_rate_per_second: float | None = None,
+        fault_rates: FaultRates | None = None,
+        fault_seed: int = 0,
+        fault_log: Path | None = None,
     ) -> None:
         if render_max_long_side is not None and render_max_long_side < 16:
             raise ValueError("render_max_long_side must be at least 16 pixels")
@@ -93,6 +115,10 @@ class Simulator(WireFormat[R], BackgroundService):
         self._workers: set[threading.Thread] = set()
         self._stopping = threading.Event()
         self._webhooks = WebhookSender(self.webhook_headers, self._stopping, self.logger)
+        # Seeded per-request faults (core/chaos.py); none unless fault_rates are given.
+        self._draws = FaultDraws(
+            fault_rates or NO_FAULTS, seed=fault_seed, route=self.ROUTE, log=FaultLog(fault_log)
+        )
 
         self._server: HttpServer | None = None
         self._serve_thread: threading.Thread | None = None
@@ -280,6 +306,9 @@ class Simulator(WireFormat[R], BackgroundService):
                 record["response_status"] = status = self._faults.submit_errors.pop(0)
                 retry_after = self._faults.retry_after if status == 429 else None
                 return self.error_reply(status, retry_after=retry_after)
+            drawn = self._draws.first(CREATE_ERRORS, upload=upload_key(body))
+            if drawn is not None and drawn != "create_timeout":
+                return self._drawn_error(drawn, record)
             parsed = self.parse_request(body, request)
             if isinstance(parsed, Reply):
                 record["response_status"] = parsed.status
@@ -288,6 +317,9 @@ class Simulator(WireFormat[R], BackgroundService):
             # Taken before the worker starts: the answer says CREATED however fast the task runs.
             created = self.created_reply(task)
             record["response_status"], record["task_id"] = created.status, task.task_id
+            if drawn == "create_timeout":  # made, and the answer never comes
+                record["response_status"] = None
+                created = replace(created, wire_fault=WireFault(HANG, seconds=self._draws.rates.hang_seconds))
         self._start_worker(task)
         self.logger.info(
             "task %s %s (%s, %d s)",
@@ -298,15 +330,31 @@ class Simulator(WireFormat[R], BackgroundService):
         )
         return created
 
+    def _drawn_error(self, kind: str, record: dict[str, Any]) -> Reply:
+        """The answer of a drawn create or status fault (no task is made)."""
+        if kind.endswith("_reset"):
+            return replace(self.error_reply(503), wire_fault=WireFault(RESET))
+        if kind.endswith("_timeout"):
+            return replace(
+                self.error_reply(503), wire_fault=WireFault(HANG, seconds=self._draws.rates.hang_seconds)
+            )
+        status = int(kind.rsplit("_", 1)[1])
+        record["response_status"] = status
+        return self.error_reply(status, retry_after=self._draws.rates.retry_after if status == 429 else None)
+
     def refused_status_read(self) -> Reply | None:
         """The answer to a status, poll or result read that does not get through: the next
-        injected `status_errors` status (429 with the `retry_after` fault), else the route's
-        429 past `poll_rate_per_second` reads in the last second. None: answer the read."""
+        injected `status_errors` status (429 with the `retry_after` fault), else a drawn
+        status fault, else the route's 429 past `poll_rate_per_second` reads in the last
+        second. None: answer the read."""
         with self._lock:
             if self._faults.status_errors:
                 status = self._faults.status_errors.pop(0)
                 retry_after = self._faults.retry_after if status == 429 else None
                 return self.error_reply(status, retry_after=retry_after)
+        drawn = self._draws.first(STATUS_ERRORS)
+        if drawn is not None:
+            return self._drawn_error(drawn, {})
         if self._status_reads is not None and not self._status_reads.admit():
             return self.error_reply(429)
         return None
@@ -322,6 +370,11 @@ class Simulator(WireFormat[R], BackgroundService):
         if self._faults.fail_tasks > 0:
             self._faults.fail_tasks -= 1
             task.forced_failure = True
+        if request.webhook_url is not None:
+            upload = upload_key(asdict(request))
+            task.drop_webhooks |= self._draws.hit("webhook_drop", task=task_id, upload=upload)
+            task.reorder_webhooks = self._draws.drew("webhook_reorder")
+            task.unknown_task_webhook = self._draws.drew("webhook_unknown_task")
         self._tasks[task.task_id] = task
         self._counters["tasks_created"] += 1
         return task
@@ -342,18 +395,31 @@ class Simulator(WireFormat[R], BackgroundService):
         if match := _VIDEO_PATH.match(request.path):
             if request.method not in ("GET", "HEAD"):
                 return self.error_reply(405)
-            return self._video(match.group(1))
+            return self._video(match.group(1), request.method)
         reply = self.route(request)
         return reply if reply is not None else self.error_reply(404)
 
-    def _video(self, task_id: str) -> Reply:
+    def _video(self, task_id: str, method: str) -> Reply:
         with self._lock:
             task = self._tasks.get(task_id)
             ready = task is not None and task.state is State.COMPLETED
         video = self._video_path(task_id)
         if not ready or not video.is_file():
             return self.error_reply(404)
-        return Reply(200, content_type="video/mp4", file=video)
+        reply = Reply(200, content_type="video/mp4", file=video)
+        drawn = self._draws.first(VIDEO_FAULTS, task=task_id) if method == "GET" else None
+        if drawn is None:
+            return reply
+        rates, size = self._draws.rates, video.stat().st_size
+        if drawn == "video_wrong_type":
+            return Reply(200, b"<html><body>Service busy</body></html>", "text/html; charset=utf-8")
+        faults = {
+            "video_truncated": WireFault(TRUNCATE, cut_at=size // 2),
+            "video_slow": WireFault(DRIP, seconds=rates.slow_seconds),
+            # Announced larger than any video the pipeline accepts; the body is the real one.
+            "video_oversized": WireFault(TRUNCATE, cut_at=size, declared_length=rates.oversized_bytes),
+        }
+        return replace(reply, wire_fault=faults[drawn])
 
     def _video_path(self, task_id: str) -> Path:
         if self._video_dir is None:
@@ -438,12 +504,62 @@ class Simulator(WireFormat[R], BackgroundService):
         if webhook_url is None or payload is None:
             return
         webhook = Webhook.of(task.task_id, status, webhook_url, payload)
-        self._webhooks.send(
-            webhook, faults, drop=task.drop_webhooks, still_wanted=lambda: self._check_stored(task)
-        )
+        held_back = task.reorder_webhooks and not task.drop_webhooks and task.held_webhook is None
+        if held_back and state not in TERMINAL_STATES:  # sent after the completion's, below
+            task.held_webhook = webhook
+            self._draws.note("webhook_reorder", task=task.task_id, status=status)
+            return
+        self._send_webhook(task, webhook, faults)
+        if state in TERMINAL_STATES:
+            held, task.held_webhook = task.held_webhook, None
+            if held is not None:
+                self._send_webhook(task, held, faults)
+            if task.unknown_task_webhook and not task.drop_webhooks:
+                self._draws.note("webhook_unknown_task", task=task.task_id)
+                self._send_webhook(task, replace(webhook, url=_for_unknown_task(webhook_url)), faults)
+
+    def _send_webhook(self, task: SimTask[R], webhook: Webhook, faults: Any) -> None:
+        """One webhook with the drawn faults: three copies, or late (from its own thread,
+        so that the task moves on meanwhile)."""
+        if task.drop_webhooks:
+            self._webhooks.send(webhook, faults, drop=True, still_wanted=lambda: None)
+            return
+        context = {"task": task.task_id, "status": webhook.status}
+        copies = 3 if self._draws.hit("webhook_triplicate", **context) else None
+        if not self._draws.hit("webhook_late", **context):
+            self._webhooks.send(
+                webhook, faults, drop=False, still_wanted=lambda: self._check_stored(task), copies=copies
+            )
+            return
+
+        def late() -> None:
+            with contextlib.suppress(TaskAbandoned):
+                self._webhooks.send(
+                    webhook,
+                    faults,
+                    drop=False,
+                    still_wanted=lambda: self._check_stored(task),
+                    copies=copies,
+                    delay=self._draws.rates.late_seconds,
+                )
+            with self._lock:
+                self._workers.discard(threading.current_thread())
+
+        sender = threading.Thread(target=late, name=f"late-webhook-{task.task_id[:8]}", daemon=True)
+        with self._lock:
+            self._workers.add(sender)
+        sender.start()
 
     def _check_stored(self, task: SimTask[R]) -> None:
         """Raise TaskAbandoned once the task was forgotten (or reset) or the simulator stops."""
         with self._lock:
             if self._stopping.is_set() or self._tasks.get(task.task_id) is not task:
                 raise TaskAbandoned
+
+
+def _for_unknown_task(webhook_url: str) -> str:
+    """The webhook URL with another task id in its last path segment and another token: a
+    correctly signed webhook about a task the pipeline never sent."""
+    parts = urlsplit(webhook_url)
+    path = parts.path.rsplit("/", 1)[0] + "/" + str(uuid.uuid4())
+    return urlunsplit((parts.scheme, parts.netloc, path, "token=" + uuid.uuid4().hex, ""))

@@ -67,6 +67,11 @@ class SimTask(Generic[R]):
     failure_reason: str | None = None
     drop_webhooks: bool = False
     forced_failure: bool = False
+    # Seeded faults (core/chaos.py): the progress webhook held until the completion's is
+    # out, and a signed webhook for a task the pipeline never made, sent with the last one.
+    reorder_webhooks: bool = False
+    held_webhook: Any = None
+    unknown_task_webhook: bool = False
     # When each state was reached (time.time()); set by the core, read by task bodies.
     times: dict[State, float] = field(default_factory=dict)
 

@@ -81,10 +81,20 @@ class WebhookSender:
             self._counters.clear()
             self._records.clear()
 
-    def send(self, webhook: Webhook, faults: Faults, *, drop: bool, still_wanted: Callable[[], None]) -> None:
+    def send(
+        self,
+        webhook: Webhook,
+        faults: Faults,
+        *,
+        drop: bool,
+        still_wanted: Callable[[], None],
+        copies: int | None = None,
+        delay: float | None = None,
+    ) -> None:
         """Deliver `webhook` with the faults in force when its state was reached: none when
-        `drop`, after `webhook_delay`, twice with `duplicate_webhooks`, each time retried up
-        to `webhook_retries`. `still_wanted()` raises TaskAbandoned once the task is gone."""
+        `drop`, after `webhook_delay` (or `delay`), twice with `duplicate_webhooks` (or
+        `copies` times), each time retried up to `webhook_retries`. `still_wanted()`
+        raises TaskAbandoned once the task is gone."""
         if drop:
             with self._lock:
                 self._counters["webhooks_dropped"] += 1
@@ -92,8 +102,8 @@ class WebhookSender:
                 "webhook task=%s status=%s dropped (fault injection)", webhook.task_id, webhook.status
             )
             return
-        pause(self._stopping, faults.webhook_delay)
-        for _ in range(2 if faults.duplicate_webhooks else 1):
+        pause(self._stopping, faults.webhook_delay if delay is None else delay)
+        for _ in range(copies if copies is not None else 2 if faults.duplicate_webhooks else 1):
             self._deliver(webhook, faults.webhook_retries, still_wanted)
 
     def _deliver(self, webhook: Webhook, retries: int, still_wanted: Callable[[], None]) -> None:

@@ -49,6 +49,10 @@ class Settings(BaseModel):
     default_duration: int = Field(default=5, alias="DEFAULT_DURATION")
     presign_expiry_seconds: int = Field(default=3600, ge=60, le=604800, alias="PRESIGN_EXPIRY_SECONDS")
 
+    submit_lease_seconds: int = Field(default=180, ge=1, alias="SUBMIT_LEASE_SECONDS")
+    """How long a claim keeps other deliveries off a task: above the submit function's
+    Timeout, below the uploads queue's visibility timeout (a crashed try's message must
+    find it expired)."""
     submit_backoff_base_seconds: int = Field(default=10, ge=0, alias="SUBMIT_BACKOFF_BASE_SECONDS")
     submit_backoff_max_seconds: int = Field(default=900, ge=0, le=43200, alias="SUBMIT_BACKOFF_MAX_SECONDS")
 

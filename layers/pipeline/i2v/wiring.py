@@ -249,6 +249,7 @@ def submit() -> Callable[[Upload, str], SubmitOutcome]:
                 incoming_prefix=config.incoming_prefix,
                 webhook_base_url=config.webhook_base_url,
                 presign_expiry_seconds=config.presign_expiry_seconds,
+                submit_lease_seconds=config.submit_lease_seconds,
             ),
             store=task_store(),
             sources=source_store(),

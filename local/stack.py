@@ -62,6 +62,8 @@ HTTP_API_ENVIRONMENTS = 4
 # The task table's attribute and index for "tasks of this upload" (see i2v/tasks/store.py).
 SOURCE_URI_ATTRIBUTE = "source_uri"
 POLL_SECONDS = 0.2
+# A shortened queue visibility stays this far above its function's timeout.
+VISIBILITY_MARGIN_SECONDS = 10
 
 
 class LocalStackError(RuntimeError):
@@ -134,7 +136,10 @@ class LocalStack(BackgroundService):
     deployed defaults are minutes and 15 s); `simulator_options` go to every route's
     simulator; the functions' output goes to `function_log` (default: stderr);
     with `aws_call_log`, every AWS call a function makes is appended there as a JSON line
-    (`aws_calls()` reads them back).
+    (`aws_calls()` reads them back). `function_timeout_seconds` replaces functions'
+    Timeout (by logical id) and `visibility_timeout_seconds` sets every event-source
+    queue's, so that a crashed invocation's messages come back in seconds rather than the
+    deployed minutes; a queue's stays above its function's timeout, as in the template.
     """
 
     def __init__(
@@ -151,6 +156,8 @@ class LocalStack(BackgroundService):
         simulator_options: Mapping[str, Any] | None = None,
         function_log: IO[bytes] | None = None,
         aws_call_log: Path | None = None,
+        function_timeout_seconds: Mapping[str, int] | None = None,
+        visibility_timeout_seconds: int | None = None,
     ) -> None:
         self.template_path = Path(template_path)
         self.stack_name = stack_name
@@ -164,6 +171,8 @@ class LocalStack(BackgroundService):
         self._simulator_options = dict(simulator_options or {})
         self._function_log = function_log
         self.aws_call_log = aws_call_log
+        self._timeouts = dict(function_timeout_seconds or {})
+        self._visibility_timeout = visibility_timeout_seconds
         self._running = contextlib.ExitStack()
         self._notifications: list[Notification] = []
         self._tap_lock = threading.Lock()
@@ -380,7 +389,7 @@ class LocalStack(BackgroundService):
             function_arn=spec.function_arn,
             code_dir=spec.code_dir,
             handler=spec.handler,
-            timeout_seconds=spec.timeout_seconds,
+            timeout_seconds=self._timeouts.get(spec.logical_id, spec.timeout_seconds),
             memory_mb=spec.memory_mb,
             layer_dirs=spec.layer_dirs,
             environment=environment,
@@ -464,6 +473,13 @@ class LocalStack(BackgroundService):
     def _start_dispatcher(self, function: LocalFunction, properties: Mapping[str, Any]) -> None:
         queue_arn = str(properties["Queue"])
         queue_url = self.sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[1])["QueueUrl"]
+        if self._visibility_timeout is not None:
+            visibility = max(
+                self._visibility_timeout, function.config.timeout_seconds + VISIBILITY_MARGIN_SECONDS
+            )
+            self.sqs.set_queue_attributes(
+                QueueUrl=queue_url, Attributes={"VisibilityTimeout": str(visibility)}
+            )
         scaling = properties.get("ScalingConfig", {})
         source = SqsEventSource(
             queue_url=queue_url,

@@ -14,7 +14,7 @@ TOOLS := .venv-tools
 CHECKOV := .venv-checkov
 RUN := $(VENV)/bin/python
 
-.PHONY: demo test unit integration template check lint typecheck format layer-requirements build clean uv bench
+.PHONY: demo test unit integration template check lint typecheck format layer-requirements build clean uv bench chaos
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
@@ -68,6 +68,10 @@ format: $(VENV)/.synced
 ## bench: every benchmark section into reports/bench.json + reports/bench.md (QUICK=1, SECTIONS=a,b)
 bench: $(VENV)/.synced
 	$(RUN) bench/run.py $(if $(QUICK),--quick) $(if $(SECTIONS),--sections $(SECTIONS))
+
+## chaos: 300 uploads over every route with seeded faults into reports/chaos.{json,md,png} (UPLOADS=n SEED=n)
+chaos: $(VENV)/.synced
+	$(RUN) -m local.chaos $(if $(UPLOADS),--uploads $(UPLOADS)) $(if $(SEED),--seed $(SEED))
 
 ## layer-requirements: regenerate the layer's requirements from uv.lock (never edit by hand)
 layer-requirements: | uv

@@ -836,3 +836,26 @@ def test_pixels_over_pillows_bomb_limit_are_refused(size: tuple[int, int], expec
     # Then the refusal gives the pixels and the limit
     assert error_code(excinfo) == expected_code
     assert f"at most {Image.MAX_IMAGE_PIXELS} px" in excinfo.value.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(
+            b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">II", 400, 300)) + png_chunk(b"IEND", b""),
+            id="png-ihdr-short",
+        ),
+        pytest.param(
+            png_of_rows(4, 2, b"\x00abcd\x00efgh", extra=png_chunk(b"acTL", bytes(4096))),
+            id="png-actl-long",
+        ),
+        pytest.param(
+            translucent_webp((400, 400))[:16] + bytes(4) + translucent_webp((400, 400))[20:],
+            id="webp-vp8x-claims-0-bytes",
+        ),
+    ],
+)
+def test_chunks_of_the_wrong_fixed_length_are_corrupt_not_a_crash(data: bytes) -> None:
+    # Given a chunk whose length its type fixes, claiming another
+    # When it is walked, Then it is refused as corrupt
+    assert verify_code(data) == "CORRUPT_IMAGE"

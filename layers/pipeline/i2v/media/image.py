@@ -401,6 +401,8 @@ class _Stream:
 # --- PNG, whole ---------------------------------------------------------------------------
 
 _PNG_MAX_CHUNK_LENGTH = 2**31 - 1
+# Chunks read whole have a fixed length: a claim of more is refused before it is read.
+_PNG_FIXED_LENGTHS = {b"IHDR": 13, b"acTL": 8}
 # Channels per colour type; the bit depths each allows (PNG specification, 11.2.2).
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _PNG_BIT_DEPTHS = {0: {1, 2, 4, 8, 16}, 2: {8, 16}, 3: {1, 2, 4, 8}, 4: {8, 16}, 6: {8, 16}}
@@ -481,12 +483,12 @@ def _verify_png(stream: _Stream, info: ImageInfo) -> None:
     while previous != b"IEND":
         length, chunk_type = struct.unpack(">I4s", stream.take(8, "a PNG chunk header"))
         what = f"the PNG's {chunk_type.decode('latin-1')} chunk at byte {stream.position - 8}"
-        if length > _PNG_MAX_CHUNK_LENGTH:
+        if length > _PNG_MAX_CHUNK_LENGTH or _PNG_FIXED_LENGTHS.get(chunk_type, length) != length:
             raise _corrupt(f"{what} claims {length} bytes")
         if image_data is None:  # the IHDR: the head check saw that it comes first
             ihdr = stream.take(length, what)
             crc = zlib.crc32(ihdr, zlib.crc32(chunk_type))
-            image_data = _PngImageData(_png_rows(ihdr[:13]))
+            image_data = _PngImageData(_png_rows(ihdr))
         else:
             crc = _png_chunk_crc(stream, chunk_type, length, what, image_data, previous)
         if int.from_bytes(stream.take(4, f"the CRC of {what}"), "big") != crc:
@@ -634,6 +636,7 @@ def _skip_entropy_data(stream: _Stream, scan: int) -> int:
 # --- WEBP, whole --------------------------------------------------------------------------
 
 _WEBP_ANIMATION_FLAG = 0x02
+_VP8X_LENGTH = 10
 
 
 def _verify_webp(stream: _Stream, info: ImageInfo) -> None:
@@ -656,6 +659,8 @@ def _verify_webp(stream: _Stream, info: ImageInfo) -> None:
         if stream.position + padded > riff_end:
             raise _corrupt(f"{what} runs {stream.position + padded - riff_end} bytes past the RIFF's end")
         if fourcc == b"VP8X":
+            if length != _VP8X_LENGTH:
+                raise _corrupt(f"{what} claims {length} bytes, not {_VP8X_LENGTH}")
             if stream.take(1, what)[0] & _WEBP_ANIMATION_FLAG:
                 _refuse_animation("WEBP")
             padded -= 1

@@ -27,6 +27,7 @@ from tests.adversarial.callback_rig import (
     completed_body,
     failed_body,
     fal_signer,
+    flip_middle,
     invoke,
     running_body,
     running_rig,
@@ -329,8 +330,10 @@ def test_a_replayed_completion_is_a_no_op(rig: CallbackRig, route: str) -> None:
 def test_a_replayed_progress_update_is_a_no_op(rig: CallbackRig) -> None:
     task = rig.seed("magnific")
     delivery = rig.delivery(task, running_body("magnific", task.provider_task_id))
+    before = rig.snapshot()
     assert answer_of(invoke(delivery.event())) == (200, {"outcome": "running"})
     applied = rig.snapshot()
+    assert applied.items != before.items  # the snapshot sees a write
     assert answer_of(invoke(delivery.event())) == (200, {"outcome": "unchanged"})
     assert rig.snapshot() == applied
 
@@ -377,13 +380,6 @@ def table_calls() -> Iterator[list[str]]:
         yield calls
     finally:
         events.unregister("before-call.dynamodb", unique_id="adversarial-table-calls")
-
-
-def flip_middle(signature: str) -> str:
-    """The signature with a character in its middle changed (base64 or hex alike; a lax
-    base64 decoder ignores what follows the padding and the last character's spare bits)."""
-    middle = len(signature) // 2
-    return signature[:middle] + ("a" if signature[middle] != "a" else "b") + signature[middle + 1 :]
 
 
 @pytest.mark.parametrize("route", SIGNED_ROUTES)

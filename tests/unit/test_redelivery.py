@@ -3,6 +3,7 @@ moto's SQS in-process with real receive counts."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -43,12 +44,17 @@ def delivery(aws: Aws, url: str, times: int) -> SQSRecord:
             "body": message["Body"],
             "attributes": message["Attributes"],
             "messageAttributes": {
-                name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
-                for name, value in message.get("MessageAttributes", {}).items()
+                name: lambda_attribute(value) for name, value in message.get("MessageAttributes", {}).items()
             },
             "eventSourceARN": arn,
         }
     )
+
+
+def lambda_attribute(value: dict[str, Any]) -> dict[str, Any]:
+    if value["DataType"] == "Binary":
+        return {"binaryValue": base64.b64encode(value["BinaryValue"]).decode(), "dataType": "Binary"}
+    return {"stringValue": value["StringValue"], "dataType": value["DataType"]}
 
 
 def dead_letters(aws: Aws, url: str) -> list[dict[str, Any]]:
@@ -83,7 +89,10 @@ def test_a_failure_on_the_last_delivery_is_dead_lettered_with_its_reason_and_att
     aws.sqs.send_message(
         QueueUrl=redelivery.queue_url,
         MessageBody='{"task_id": "t-1"}',
-        MessageAttributes={"origin": {"DataType": "String", "StringValue": "reconciler"}},
+        MessageAttributes={
+            "origin": {"DataType": "String", "StringValue": "reconciler"},
+            "digest": {"DataType": "Binary", "BinaryValue": b"\x00\xff"},
+        },
     )
     record = delivery(aws, redelivery.queue_url, times=3)
 
@@ -92,8 +101,9 @@ def test_a_failure_on_the_last_delivery_is_dead_lettered_with_its_reason_and_att
 
     # Then the record is acknowledged (nothing raised) and its copy carries the reason
     (dead,) = dead_letters(aws, dead_letter_url)
-    attributes = {name: value["StringValue"] for name, value in dead["MessageAttributes"].items()}
+    attributes = {name: value.get("StringValue") for name, value in dead["MessageAttributes"].items()}
     assert dead["Body"] == '{"task_id": "t-1"}'
+    assert dead["MessageAttributes"]["digest"]["BinaryValue"] == b"\x00\xff"
     assert attributes["origin"] == "reconciler"
     assert attributes["failure_code"] == "INTERNAL_ERROR"
     assert attributes["failure_reason"] == "RuntimeError: GET https://v.example.com/a.mp4?... failed"

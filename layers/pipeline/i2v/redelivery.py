@@ -190,11 +190,10 @@ def _sendable(value: dict[str, Any]) -> dict[str, Any]:
     """A message attribute as Lambda's event gives it, as SendMessage takes it."""
     import base64
 
-    data_type = str(value.get("dataType") or value.get("DataType"))
+    data_type = str(value["dataType"])
     if data_type.startswith("Binary"):
-        raw = value.get("binaryValue") or value.get("BinaryValue") or ""
-        return {"DataType": data_type, "BinaryValue": base64.b64decode(raw)}
-    return {"DataType": data_type, "StringValue": str(value.get("stringValue") or value.get("StringValue"))}
+        return {"DataType": data_type, "BinaryValue": base64.b64decode(value["binaryValue"])}
+    return {"DataType": data_type, "StringValue": str(value["stringValue"])}
 
 
 def attempt_of(record: SQSRecord) -> int:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from i2v.errors import InvalidImage
@@ -859,3 +861,46 @@ def test_chunks_of_the_wrong_fixed_length_are_corrupt_not_a_crash(data: bytes) -
     # Given a chunk whose length its type fixes, claiming another
     # When it is walked, Then it is refused as corrupt
     assert verify_code(data) == "CORRUPT_IMAGE"
+
+
+SMALL_FILES = [
+    encode("PNG", (64, 48)),
+    encode("PNG", (64, 48), mode="P"),
+    encode("JPEG", (64, 48)),
+    encode("JPEG", (64, 48), progressive=True),
+    encode("WEBP", (64, 48), quality=80),
+    encode("WEBP", (64, 48), lossless=True),
+    translucent_webp((64, 48)),
+    encode("BMP", (64, 48)),
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    original=st.sampled_from(SMALL_FILES),
+    edits=st.lists(
+        st.tuples(st.integers(0, 10_000), st.integers(0, 255), st.booleans()), min_size=1, max_size=6
+    ),
+    cut=st.integers(0, 10_000) | st.none(),
+)
+def test_any_damaged_file_is_judged_never_a_crash(
+    original: bytes, edits: list[tuple[int, int, bool]], cut: int | None
+) -> None:
+    # Given a real small file with bytes changed or inserted, and perhaps cut short
+    data = bytearray(original)
+    for where, value, insert in edits:
+        position = where % (len(data) + 1)
+        if insert:
+            data[position:position] = bytes([value])
+        elif position < len(data):
+            data[position] = value
+    damaged = bytes(data[: cut % (len(data) + 1)] if cut is not None else data)
+    reader = CountingReader(damaged)
+
+    # When it is read and walked
+    try:
+        verify_image(reader, len(damaged), read_image_info(reader, len(damaged)))
+    except InvalidImage as refused:
+        # Then a refusal is an InvalidImage with a code and a reason, and nothing else escapes
+        assert refused.code and refused.message
+    assert reader.bytes_read <= 2 * len(damaged) + HEAD_BYTES

@@ -250,6 +250,7 @@ def submit() -> Callable[[Upload, str], SubmitOutcome]:
                 webhook_base_url=config.webhook_base_url,
                 presign_expiry_seconds=config.presign_expiry_seconds,
                 submit_lease_seconds=config.submit_lease_seconds,
+                videos_prefix=config.videos_prefix,
             ),
             store=task_store(),
             sources=source_store(),

@@ -24,7 +24,8 @@ class Endings:
 
     Both work from a queue message: if the process dies between the terminal write and
     the publish, the message comes back, its write is refused by a task that it ended
-    itself (same owner, same state), and the notification goes out then. A publish that
+    itself (same owner), and the notification of that first outcome goes out then, even
+    when the retry would have ended it otherwise (a video download that fails this time). A publish that
     fails puts the task back on the reconciler's index instead. Delivery is therefore
     at least once; consumers deduplicate on the message's `event_id`.
     """
@@ -51,9 +52,14 @@ class Endings:
         if written.task is not None:
             ended = written.task
             self.metrics.add_metric(name=OUTCOME_METRICS[status], unit=MetricUnit.Count, value=1)
-        elif written.before is not None and written.before.status is status and written.before.owner == owner:
+        elif (
+            written.before is not None and written.before.status.is_terminal and written.before.owner == owner
+        ):
             ended = written.before
-            logger.info("the task was ended by an earlier try of this message; announcing it again")
+            logger.info(
+                "the task was ended by an earlier try of this message; announcing it again",
+                extra={"status": ended.status.value},
+            )
         else:
             current = written.before.status.value if written.before else None
             logger.info("task not ended here", extra={"to": status.value, "current": current})

@@ -54,13 +54,16 @@ WORKER_RATES = {
     "die_before_notification": 0.03,
 }
 
-# The stack's clocks, shortened together so that what is true deployed stays true here:
-# submit timeout < submit lease < queue visibility (the reconciler keeps a minute in reserve,
-# so its function keeps 90 s and its poll queue 100 s); webhooks late past the reconciler's
-# threshold; a provider hang past the route's timeout; a slow video past the download's.
-FUNCTION_TIMEOUT_SECONDS = {"SubmitFunction": 20, "CallbackFunction": 20, "ReconcileFunction": 90}
-SUBMIT_LEASE_SECONDS = 25
-VISIBILITY_TIMEOUT_SECONDS = 30
+# The stack's clocks, shortened together so that what holds deployed (120 s < 180 s <=
+# 720 s - 120 s) holds here: submit timeout < submit lease <= queue visibility - submit
+# timeout, so no delivery re-claims a task while a try runs, and the message of a try that
+# died finds the lease expired however late in its batch it claimed. The reconciler keeps a
+# minute in reserve, so its function keeps 90 s (and its poll queue 100 s). Webhooks come
+# late past the reconciler's threshold, a provider hangs past the route's timeout, a slow
+# video takes longer than the download may.
+FUNCTION_TIMEOUT_SECONDS = {"SubmitFunction": 15, "CallbackFunction": 20, "ReconcileFunction": 90}
+SUBMIT_LEASE_SECONDS = 20
+VISIBILITY_TIMEOUT_SECONDS = 40
 RECONCILE_AFTER_SECONDS = 5
 PROVIDER_TIMEOUT_SECONDS = 1.5
 VIDEO_DOWNLOAD_TIMEOUT_SECONDS = 3
@@ -104,6 +107,9 @@ class ChaosPlan:
 
     def environment(self, folder: Path) -> dict[str, str]:
         """The functions' environment: the short clocks and the worker's fault hooks."""
+        submit_timeout = FUNCTION_TIMEOUT_SECONDS["SubmitFunction"]
+        if not submit_timeout < SUBMIT_LEASE_SECONDS <= VISIBILITY_TIMEOUT_SECONDS - submit_timeout:
+            raise ValueError("the clocks must keep submit timeout < lease <= visibility - submit timeout")
         worker_plan = {
             "seed": self.seed,
             "rates": self.worker_rates,

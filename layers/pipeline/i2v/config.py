@@ -51,8 +51,8 @@ class Settings(BaseModel):
 
     submit_lease_seconds: int = Field(default=180, ge=1, alias="SUBMIT_LEASE_SECONDS")
     """How long a claim keeps other deliveries off a task: above the submit function's
-    Timeout, below the uploads queue's visibility timeout (a crashed try's message must
-    find it expired)."""
+    Timeout, and at most the uploads queue's visibility timeout less that Timeout (the
+    message of a try that died must find it expired, however late in its batch it claimed)."""
     submit_backoff_base_seconds: int = Field(default=10, ge=0, alias="SUBMIT_BACKOFF_BASE_SECONDS")
     submit_backoff_max_seconds: int = Field(default=900, ge=0, le=43200, alias="SUBMIT_BACKOFF_MAX_SECONDS")
 

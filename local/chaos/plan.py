@@ -61,9 +61,9 @@ WORKER_RATES = {
 # minute in reserve, so its function keeps 90 s (and its poll queue 100 s). Webhooks come
 # late past the reconciler's threshold, a provider hangs past the route's timeout, a slow
 # video takes longer than the download may.
-FUNCTION_TIMEOUT_SECONDS = {"SubmitFunction": 15, "CallbackFunction": 20, "ReconcileFunction": 90}
-SUBMIT_LEASE_SECONDS = 20
-VISIBILITY_TIMEOUT_SECONDS = 40
+FUNCTION_TIMEOUT_SECONDS = {"SubmitFunction": 20, "CallbackFunction": 20, "ReconcileFunction": 90}
+SUBMIT_LEASE_SECONDS = 22
+VISIBILITY_TIMEOUT_SECONDS = 45
 RECONCILE_AFTER_SECONDS = 5
 PROVIDER_TIMEOUT_SECONDS = 1.5
 VIDEO_DOWNLOAD_TIMEOUT_SECONDS = 3

@@ -93,7 +93,8 @@ MANAGED_POLICIES: Mapping[str, ManagedPolicy] = {
         reasons={
             "sqs:GetQueueAttributes": (
                 "Lambda's event source mapping reads the queue's attributes when it is created "
-                "and enabled; the local dispatcher is configured from the template instead"
+                "and enabled (the local dispatcher is configured from the template instead); "
+                "the functions' dead-letter path reads the queue's RedrivePolicy with it"
             ),
             **dict.fromkeys(_LOGS, LOG_REASON),
         },

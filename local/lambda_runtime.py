@@ -97,6 +97,9 @@ class ExecutionEnvironment:
         self.config = config
         self.log_stream_name = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
         self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        # Set when the process's output ends: it exited (its pipe closes a moment before
+        # the process can be reaped, so `alive` may still say True then).
+        self._output_ended = threading.Event()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "local.lambda_worker"],
             stdin=subprocess.PIPE,
@@ -120,6 +123,7 @@ class ExecutionEnvironment:
         assert stdout is not None
         for line in stdout:
             self._answers.put(json.loads(line))
+        self._output_ended.set()
         self._answers.put(None)  # the process ended
 
     def wait_ready(self) -> None:
@@ -166,7 +170,7 @@ class ExecutionEnvironment:
         # A little grace over the Timeout for the pipe and the process switch.
         answer = self._next_answer(config.timeout_seconds + 1.0)
         if answer is None:
-            timed_out = self.alive
+            timed_out = not self._output_ended.is_set()
             self._process.kill()  # as Lambda ends a timed-out environment: no grace
             self.stop()
             message = (

@@ -7,7 +7,6 @@ no read. A finished task's video is downloaded from the finalize queue, not here
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -17,6 +16,8 @@ from i2v.providers.base import Provider
 from i2v.tokens import hash_token
 from i2v.usecases.progress import Progress, UpdateOutcome, apply_update
 
+# DynamoDB's longest partition key, in UTF-8 bytes.
+MAX_KEY_BYTES = 2048
 # Far above any route's webhook (a task object, a result with one video URL), far below
 # Lambda's 6 MB: nothing larger is hashed or parsed.
 MAX_CALLBACK_BYTES = 1024 * 1024
@@ -47,8 +48,7 @@ def receive_callback(
 
     if len(request.body) > MAX_CALLBACK_BYTES:
         raise CallbackTooLarge(f"the webhook body is over {MAX_CALLBACK_BYTES} bytes")
-    if not _is_task_id(request.task_id):
-        # Not a key DynamoDB would take (a key over 2,048 bytes is a ValidationException).
+    if not _is_task_key(request.task_id):
         raise Unauthorized("the callback URL names no task id")
     try:
         provider = providers(request.route)
@@ -69,9 +69,10 @@ def receive_callback(
     )
 
 
-def _is_task_id(value: str) -> bool:
-    """Whether `value` is a task id as derive_task_id writes them (a canonical UUID)."""
+def _is_task_key(value: str) -> bool:
+    """Whether DynamoDB would take `value` as the task's key: a longer one is a
+    ValidationException (a 500), not the 401 every unknown task gets."""
     try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
+        return 0 < len(value.encode("utf-8")) <= MAX_KEY_BYTES
+    except UnicodeEncodeError:  # a lone surrogate, which no request can carry
         return False

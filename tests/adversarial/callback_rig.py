@@ -1,4 +1,5 @@
-"""The callback function against in-process moto, with every signed route configured.
+"""The callback function's world for the adversarial tests, on in-process moto (with every
+signed route configured) or on the local stack's moto server.
 
 Magnific signs like Standard Webhooks (a shared secret); fal signs with Ed25519 keys it
 publishes as a JWKS, served here by a real HTTP server on loopback. Deliveries are signed
@@ -101,11 +102,18 @@ class Delivery:
     body: bytes
     query: dict[str, str] | None = None
 
+    @property
+    def path(self) -> str:
+        return f"/callbacks/{quote(self.route, safe='')}/{quote(self.task_id, safe='')}"
+
+    @property
+    def query_parameters(self) -> dict[str, str]:
+        return {"token": self.token} if self.query is None else self.query
+
     def event(self) -> dict[str, Any]:
         """An API Gateway HTTP API (payload 2.0) event, shaped like the sample in events/."""
         request: dict[str, Any] = json.loads((EVENTS / "apigw-callback-in-progress.json").read_text())
-        path = f"/callbacks/{quote(self.route, safe='')}/{quote(self.task_id, safe='')}"
-        query = {"token": self.token} if self.query is None else self.query
+        path, query = self.path, self.query_parameters
         request["rawPath"] = request["requestContext"]["http"]["path"] = path
         request["pathParameters"] = {"route": self.route, "task_id": self.task_id}
         request["rawQueryString"] = urlencode(query)
@@ -123,9 +131,8 @@ class Delivery:
 
     def target(self) -> str:
         """The path and query, as a client would request them over HTTP."""
-        query = {"token": self.token} if self.query is None else self.query
-        path = f"/callbacks/{quote(self.route, safe='')}/{quote(self.task_id, safe='')}"
-        return f"{path}?{urlencode(query)}" if query else path
+        query = self.query_parameters
+        return f"{self.path}?{urlencode(query)}" if query else self.path
 
 
 FalSign = Callable[[str, bytes, int], str]
@@ -377,9 +384,8 @@ def invoke(event: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def environment(
-    rig_jwks_url: str, finalize_url: str, table: str, bucket: str, topic_arn: str
-) -> dict[str, str]:
+def environment(jwks_url: str, finalize_url: str, table: str, bucket: str, topic_arn: str) -> dict[str, str]:
+    """The callback function's settings for the in-process rig."""
     return {
         "TABLE_NAME": table,
         "BUCKET_NAME": bucket,
@@ -390,7 +396,7 @@ def environment(
         # No provider is ever reached: a closed port stands for each API.
         "MAGNIFIC_BASE_URL": f"http://127.0.0.1:{closed_port()}",
         "FAL_BASE_URL": f"http://127.0.0.1:{closed_port()}",
-        "FAL_JWKS_URL": rig_jwks_url,
+        "FAL_JWKS_URL": jwks_url,
         "MAGNIFIC_TIMEOUT_SECONDS": "2",
         "FAL_TIMEOUT_SECONDS": "2",
     }

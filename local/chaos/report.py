@@ -175,7 +175,7 @@ def chart(record: RunRecord, path: Path) -> None:
     for note in record.notifications:
         task_id = str(note["task_id"])
         first_note[task_id] = min(first_note.get(task_id, math.inf), float(note["published_at"]))
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, height_ratios=(3, 2))
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(11.5, 6.5), sharex=True, height_ratios=(3, 2))
     for status, colour in zip(TERMINAL, ("tab:green", "tab:red", "tab:orange", "tab:purple"), strict=True):
         points = [
             (at - record.started_at, first_note[str(t["task_id"])] - at)
@@ -188,7 +188,8 @@ def chart(record: RunRecord, path: Path) -> None:
             top.scatter(xs, ys, s=12, color=colour, label=f"{status} ({len(points)})")
     top.set_ylabel("upload to notification (s)")
     top.set_title(f"chaos run: {len(record.uploads)} uploads, seed {record.plan.seed}")
-    top.legend(loc="upper left", fontsize=8)
+    # Beside the plot: inside, it would hide the slowest tasks.
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     top.grid(alpha=0.3)
 
     width = 10.0
@@ -206,7 +207,7 @@ def chart(record: RunRecord, path: Path) -> None:
         base = [b + c for b, c in zip(base, counts[family], strict=True)]
     bottom.set_ylabel("faults per 10 s")
     bottom.set_xlabel("seconds since the first upload")
-    bottom.legend(loc="upper right", fontsize=8, ncols=4)
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     bottom.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("cold_start", "stream", "burst", "aws_calls", "poll_delay", "cost")
+SECTIONS = ("cold_start", "stream", "burst", "aws_calls", "poll_delay", "cost", "image_check")
 KEYS = {
     "cold_start": ["cold_start.max_ratio"],
     "stream": ["stream.max_peak_rss_mib", "stream.min_throughput_ratio"],
@@ -28,6 +28,7 @@ KEYS = {
     "aws_calls": ["aws_calls.dynamodb_reads", "aws_calls.dynamodb_writes"],
     "poll_delay": ["poll_delay.delay_seconds_p95", "poll_delay.tasks"],
     "cost": ["cost.ratio"],
+    "image_check": ["image_check.max_peak_mib", "image_check.cost_ratio"],
 }
 CHARTS = {
     "cold_start": "bench-cold-start.png",

@@ -248,6 +248,8 @@ def markdown(found: dict[str, Any], chart_name: str) -> str:
         f"| duplicate videos | {found['duplicate_videos']} |",
         f"| duplicate submissions (in the crash window) | {found['duplicate_submissions']} "
         f"({found['duplicate_submissions_in_crash_window']}) |",
+        f"| videos of tasks that did not succeed (not a target; docs/reliability.md) | "
+        f"{found['videos_of_unsucceeded_tasks']} |",
         f"| unnotified | {found['unnotified']} |",
         f"| duplicate notifications (same `event_id`) | {found['duplicate_notifications']} |",
         f"| upload to notification p50 / p95 / max | {found['p50_seconds']} / {found['p95_seconds']} / "

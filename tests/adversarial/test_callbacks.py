@@ -278,8 +278,8 @@ def test_oversized_bodies_are_refused_before_any_check_and_change_nothing(
 ) -> None:
     # Given bodies over the 1 MiB a webhook may carry, signed and forged
     task = rig.seed(route)
-    padding = "x" * (MIB + 1)
-    body = completed_body(route, task.provider_task_id, padding=padding)
+    # (padded with JSON whitespace: the envelope stays exact, only its size is hostile)
+    body = completed_body(route, task.provider_task_id) + b" " * (MIB + 1)
     signed = rig.delivery(task, body)
     forged = replace(signed, headers={})
     # When they are posted, Then both are 413 and change nothing; no JWKS is fetched for them
@@ -289,23 +289,50 @@ def test_oversized_bodies_are_refused_before_any_check_and_change_nothing(
     assert refused_without_a_trace(rig, forged) == 413
     assert rig.jwks.requests == jwks_requests
     # and a body just under the cap is read as usual
-    fits = completed_body(route, task.provider_task_id, padding="x" * (MIB - 1024))
+    fits = completed_body(route, task.provider_task_id) + b" " * (MIB - 1024)
     assert answer_of(invoke(rig.delivery(task, fits).event())) == (200, {"outcome": "finalizing"})
 
 
 @pytest.mark.parametrize("route", SIGNED_ROUTES)
-def test_unknown_fields_in_an_authentic_update_are_ignored(rig: CallbackRig, route: str) -> None:
-    # Given an authentic completion carrying fields no route documents (providers add fields),
-    # huge numbers among them
+def test_unknown_fields_in_an_authentic_update_are_refused_and_change_nothing(
+    rig: CallbackRig, route: str
+) -> None:
+    # Given authentic completions carrying fields the route's envelope does not define,
+    # huge numbers and deep values among them
     task = rig.seed(route)
-    unknown = b', "cost": 1e400, "rank": -1e400, "version": 123456789012345678901234567890, "x": [[[{}]]]}'
-    body = completed_body(route, task.provider_task_id)[:-1] + unknown
-    # When it is delivered, Then the task moves on once, with one finalize order
-    before = rig.snapshot()
-    assert answer_of(invoke(rig.delivery(task, body).event())) == (200, {"outcome": "finalizing"})
-    after = rig.snapshot()
-    assert after.finalize_orders == before.finalize_orders + 1
-    assert (after.objects, after.notifications) == (before.objects, before.notifications)
+    extras = {
+        "one unknown field": b', "admin": true}',
+        "huge numbers": b', "cost": 1e400, "rank": -1e400, "version": 123456789012345678901234567890}',
+        "a nested value": b', "x": [[[{}]]]}',
+    }
+    for name, extra in extras.items():
+        body = completed_body(route, task.provider_task_id)[:-1] + extra
+        # When each is delivered, Then it is a 400 naming the fields, and nothing changes
+        status = refused_without_a_trace(rig, rig.delivery(task, body))
+        assert status == 400, (route, name)
+    answer = answer_of(
+        invoke(
+            rig.delivery(task, completed_body(route, task.provider_task_id)[:-1] + b', "admin": 1}').event()
+        )
+    )
+    assert answer[0] == 400
+    assert "does not define: admin" in json.dumps(answer[1])
+    # and the same completion without them is applied once
+    assert answer_of(invoke(rig.delivery(task, completed_body(route, task.provider_task_id)).event())) == (
+        200,
+        {"outcome": "finalizing"},
+    )
+
+
+def test_unknown_fields_inside_fals_payload_are_the_models_output_and_accepted(rig: CallbackRig) -> None:
+    # Given an authentic fal completion whose envelope is exact: its payload is the model's
+    # output, open by design (Magnific's body has no nested object)
+    task = rig.seed("fal")
+    body = json.loads(completed_body("fal", task.provider_task_id))
+    body["payload"]["timings"] = {"inference": 12.5}
+    # When it is delivered, Then the task moves on
+    answer = answer_of(invoke(rig.delivery(task, json.dumps(body).encode()).event()))
+    assert answer == (200, {"outcome": "finalizing"})
 
 
 # -- replays ----------------------------------------------------------------------------

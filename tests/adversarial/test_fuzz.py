@@ -24,7 +24,7 @@ from openapi_spec_validator import validate
 
 from i2v.providers import ROUTES, route_entry
 from i2v.providers.fal import SIGNATURE_HEADER, WEBHOOK_HEADERS, FalWebhook
-from i2v.providers.magnific import MagnificTask
+from i2v.providers.magnific import MagnificWebhook
 from tests.adversarial.callback_rig import (
     SIGNED_ROUTES,
     Delivery,
@@ -41,7 +41,7 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 # What Standard Webhooks (Magnific's scheme) names its headers; the package has no constants.
 STANDARD_WEBHOOK_HEADERS = {"webhook-id", "webhook-timestamp", "webhook-signature"}
 ROUTE_HEADERS = {"magnific": STANDARD_WEBHOOK_HEADERS, "fal": {*WEBHOOK_HEADERS, SIGNATURE_HEADER}}
-ROUTE_BODIES = {"magnific": MagnificTask, "fal": FalWebhook}
+ROUTE_BODIES = {"magnific": MagnificWebhook, "fal": FalWebhook}
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +109,10 @@ def test_its_body_schemas_are_the_routes_models(document: dict[str, Any]) -> Non
     for route, model in ROUTE_BODIES.items():
         described = schemas[model.__name__]
         generated = model.model_json_schema()
-        # The same required fields and the same known ones; unknown fields are ignored.
+        # The same required fields and the same known ones; an unknown field is refused.
         assert set(described["required"]) == set(generated["required"]), route
         assert set(described["properties"]) == set(generated["properties"]), route
-        assert described["additionalProperties"] is True and model.model_config.get("extra") == "ignore"
+        assert described["additionalProperties"] is False and model.model_config.get("extra") == "forbid"
     statuses = schemas["FalWebhook"]["properties"]["status"]["enum"]
     assert statuses == list(FalWebhook.model_fields["status"].annotation.__args__)  # type: ignore[union-attr]
 

@@ -7,11 +7,19 @@ pipeline knows a provider's wire format.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from i2v.domain import ErrorInfo, Frozen, Options
+from i2v.errors import BadCallback
+
+Envelope = TypeVar("Envelope", bound=BaseModel)
+_NAMED_FIELDS = 5
+_NAME_CHARS = 40
 
 
 class ProviderState(StrEnum):
@@ -81,3 +89,21 @@ class Provider(Protocol):
         authentic body cannot be parsed.
         """
         ...
+
+
+def webhook_envelope(model: type[Envelope], body: bytes, what: str) -> Envelope:
+    """An authentic webhook's body read as its route documents it, or BadCallback (a 400)
+    saying why: not JSON, a documented field of the wrong type, or a field the envelope
+    does not define (named, shortened: they are the sender's words). `model` forbids
+    extra fields at the envelope only; what a model returns inside it (fal's `payload`)
+    stays open."""
+    try:
+        return model.model_validate(json.loads(body))
+    except ValueError as exc:  # ValidationError is a ValueError: take it apart first
+        if not isinstance(exc, ValidationError):
+            raise BadCallback(f"webhook body is not JSON; expected {what}") from exc
+        unknown = [str(e["loc"][0])[:_NAME_CHARS] for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if unknown and len(unknown) == exc.error_count():
+            names = ", ".join(unknown[:_NAMED_FIELDS]) + (", ..." if len(unknown) > _NAMED_FIELDS else "")
+            raise BadCallback(f"webhook body has fields {what} does not define: {names}") from exc
+        raise BadCallback(f"webhook body is not {what}: {exc.error_count()} invalid fields") from exc

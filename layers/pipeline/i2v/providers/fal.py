@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from i2v.domain import ErrorInfo
 from i2v.errors import BadCallback, ProviderRejected, ProviderUnavailable, Unauthorized
-from i2v.providers.base import Credentials, ProviderState, ProviderUpdate, SubmitRequest
+from i2v.providers.base import Credentials, ProviderState, ProviderUpdate, SubmitRequest, webhook_envelope
 from i2v.providers.http import call_json, error_words
 from i2v.providers.route import HttpClient, Route, RouteSettings
 
@@ -101,7 +100,11 @@ class QueueStatus(_Wire):
     error_type: str | None = None
 
 
-class FalWebhook(_Wire):
+class FalWebhook(BaseModel):
+    """fal's webhook envelope, exactly as documented; `payload` is the model's output, open."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
     request_id: str
     gateway_request_id: str | None = None
     status: Literal["OK", "ERROR"]
@@ -237,10 +240,7 @@ class FalProvider:
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> ProviderUpdate:
         request_id = self._verify(headers, body)
-        try:
-            hook = FalWebhook.model_validate(json.loads(body))
-        except (ValueError, ValidationError) as exc:
-            raise BadCallback("webhook body is not a fal webhook") from exc
+        hook = webhook_envelope(FalWebhook, body, "a fal webhook")
         if hook.request_id != request_id:
             raise BadCallback("webhook body names another request than its signed headers")
         if hook.status == "ERROR":

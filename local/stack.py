@@ -137,9 +137,10 @@ class LocalStack(BackgroundService):
     simulator; the functions' output goes to `function_log` (default: stderr);
     with `aws_call_log`, every AWS call a function makes is appended there as a JSON line
     (`aws_calls()` reads them back). `function_timeout_seconds` replaces functions'
-    Timeout (by logical id) and `visibility_timeout_seconds` sets every event-source
-    queue's, so that a crashed invocation's messages come back in seconds rather than the
-    deployed minutes; a queue's stays above its function's timeout, as in the template.
+    Timeout and `visibility_timeout_seconds` the visibility timeout of the queues that feed
+    them (both by the function's logical id), so that a crashed invocation's messages come
+    back in seconds rather than the deployed minutes; a queue's stays above its function's
+    timeout, as in the template.
     """
 
     def __init__(
@@ -157,7 +158,7 @@ class LocalStack(BackgroundService):
         function_log: IO[bytes] | None = None,
         aws_call_log: Path | None = None,
         function_timeout_seconds: Mapping[str, int] | None = None,
-        visibility_timeout_seconds: int | None = None,
+        visibility_timeout_seconds: Mapping[str, int] | None = None,
     ) -> None:
         self.template_path = Path(template_path)
         self.stack_name = stack_name
@@ -172,7 +173,7 @@ class LocalStack(BackgroundService):
         self._function_log = function_log
         self.aws_call_log = aws_call_log
         self._timeouts = dict(function_timeout_seconds or {})
-        self._visibility_timeout = visibility_timeout_seconds
+        self._visibility = dict(visibility_timeout_seconds or {})
         self._running = contextlib.ExitStack()
         self._notifications: list[Notification] = []
         self._tap_lock = threading.Lock()
@@ -473,9 +474,10 @@ class LocalStack(BackgroundService):
     def _start_dispatcher(self, function: LocalFunction, properties: Mapping[str, Any]) -> None:
         queue_arn = str(properties["Queue"])
         queue_url = self.sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[1])["QueueUrl"]
-        if self._visibility_timeout is not None:
+        if function.config.logical_id in self._visibility:
             visibility = max(
-                self._visibility_timeout, function.config.timeout_seconds + VISIBILITY_MARGIN_SECONDS
+                self._visibility[function.config.logical_id],
+                function.config.timeout_seconds + VISIBILITY_MARGIN_SECONDS,
             )
             self.sqs.set_queue_attributes(
                 QueueUrl=queue_url, Attributes={"VisibilityTimeout": str(visibility)}

@@ -55,15 +55,16 @@ WORKER_RATES = {
 }
 
 # The stack's clocks, shortened together so that what holds deployed (120 s < 180 s <=
-# 720 s - 120 s) holds here: submit timeout < submit lease <= queue visibility - submit
-# timeout, so no delivery re-claims a task while a try runs, and the message of a try that
-# died finds the lease expired however late in its batch it claimed. The reconciler keeps a
-# minute in reserve, so its function keeps 90 s (and its poll queue 100 s). Webhooks come
-# late past the reconciler's threshold, a provider hangs past the route's timeout, a slow
-# video takes longer than the download may.
-FUNCTION_TIMEOUT_SECONDS = {"SubmitFunction": 20, "CallbackFunction": 20, "ReconcileFunction": 90}
+# 720 s - 120 s) holds here: submit timeout < submit lease <= uploads queue visibility -
+# submit timeout, so no delivery re-claims a task while a try runs, and the message of a try
+# that died finds the lease expired however late in its batch it claimed. Each queue's
+# visibility stays above its function's timeout (the finalize queue's is the order's lease).
+# The reconciler keeps a minute in reserve, so its function keeps 90 s (its poll queue
+# 100 s). Webhooks come late past the reconciler's threshold, a provider hangs past the
+# route's timeout, a slow video takes longer than the download may.
+FUNCTION_TIMEOUT_SECONDS = {"SubmitFunction": 20, "CallbackFunction": 15, "ReconcileFunction": 90}
 SUBMIT_LEASE_SECONDS = 22
-VISIBILITY_TIMEOUT_SECONDS = 45
+VISIBILITY_TIMEOUT_SECONDS = {"SubmitFunction": 45, "CallbackFunction": 25, "ReconcileFunction": 100}
 RECONCILE_AFTER_SECONDS = 5
 PROVIDER_TIMEOUT_SECONDS = 1.5
 VIDEO_DOWNLOAD_TIMEOUT_SECONDS = 3
@@ -108,7 +109,8 @@ class ChaosPlan:
     def environment(self, folder: Path) -> dict[str, str]:
         """The functions' environment: the short clocks and the worker's fault hooks."""
         submit_timeout = FUNCTION_TIMEOUT_SECONDS["SubmitFunction"]
-        if not submit_timeout < SUBMIT_LEASE_SECONDS <= VISIBILITY_TIMEOUT_SECONDS - submit_timeout:
+        uploads_visibility = VISIBILITY_TIMEOUT_SECONDS["SubmitFunction"]
+        if not submit_timeout < SUBMIT_LEASE_SECONDS <= uploads_visibility - submit_timeout:
             raise ValueError("the clocks must keep submit timeout < lease <= visibility - submit timeout")
         worker_plan = {
             "seed": self.seed,

@@ -35,7 +35,7 @@ UPLOAD_THREADS = 4
 CHECK_EVERY_SECONDS = 2.0
 # Past the last upload's deadline: the reconciler's tick and the finalize order's run.
 WAIT_MARGIN_SECONDS = 45.0
-SETTLE_SECONDS = 5.0
+SETTLE_SECONDS = 2.0
 
 
 @dataclass

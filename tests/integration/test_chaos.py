@@ -15,7 +15,7 @@ from local.chaos.run import run
 
 pytestmark = pytest.mark.integration
 
-SMALL_RUN = ChaosPlan(seed=2026, uploads=40, spread_seconds=20.0)
+SMALL_RUN = ChaosPlan(seed=2026, uploads=40, spread_seconds=15.0)
 
 
 def test_a_small_chaos_run_loses_nothing_duplicates_nothing_and_notifies_everything(tmp_path: Path) -> None:

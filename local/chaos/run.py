@@ -26,7 +26,7 @@ from local.chaos.plan import (
     image_bytes,
 )
 from local.simulators.core.chaos import upload_key
-from local.stack import LocalStack, LocalStackError
+from local.stack import LocalStack
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,3 @@ def read_faults(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-__all__ = ["TERMINAL", "LocalStackError", "RunRecord", "read_faults", "run", "scan_tasks"]

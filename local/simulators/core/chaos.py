@@ -16,7 +16,6 @@ import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 # The wire faults a reply may carry (local/simulators/core/http.py acts them out).
@@ -76,18 +75,8 @@ class FaultRates:
     def kinds(cls) -> tuple[str, ...]:
         """The fault kinds (every field that is a rate)."""
         return tuple(
-            f.name
-            for f in fields(cls)
-            if f.name.split("_")[0] in ("create", "status", "webhook", "video") and f.name != "retry_after"
+            f.name for f in fields(cls) if f.name.split("_")[0] in ("create", "status", "webhook", "video")
         )
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> FaultRates:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown fault rate(s): {', '.join(unknown)}")
-        return cls(**values)
 
 
 def stream_seed(*parts: object) -> int:

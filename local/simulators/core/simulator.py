@@ -37,7 +37,7 @@ from local.simulators.core.chaos import (
     upload_key,
 )
 from local.simulators.core.control import CONTROL_PREFIX, control_reply
-from local.simulators.core.faults import RateWindow
+from local.simulators.core.faults import Faults, RateWindow
 from local.simulators.core.http import HTTP_TIMEOUT_SECONDS, HttpRequest, HttpServer, Reply, parse_json
 from local.simulators.core.images import fetch_image
 from local.simulators.core.tasks import (
@@ -518,7 +518,7 @@ class Simulator(WireFormat[R], BackgroundService):
                 self._draws.note("webhook_unknown_task", task=task.task_id)
                 self._send_webhook(task, replace(webhook, url=_for_unknown_task(webhook_url)), faults)
 
-    def _send_webhook(self, task: SimTask[R], webhook: Webhook, faults: Any) -> None:
+    def _send_webhook(self, task: SimTask[R], webhook: Webhook, faults: Faults) -> None:
         """One webhook with the drawn faults: three copies, or late (from its own thread,
         so that the task moves on meanwhile)."""
         if task.drop_webhooks:

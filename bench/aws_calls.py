@@ -1,6 +1,6 @@
 """AWS calls per task on the happy path, counted inside the functions' processes.
 
-The local stack's workers record every AWS call through botocore's `before-call` hook
+The local stack's workers record every AWS call through botocore's `after-call` hooks
 (local/lambda_worker.py); this section runs uploads to SUCCEEDED and counts, per task,
 the DynamoDB reads and writes the submit and callback functions made for it. The figure
 the target reads is the largest count over the tasks; intermediate statuses (RUNNING)
@@ -61,5 +61,5 @@ def run(quick: bool) -> dict[str, Any]:
         "intermediate_statuses": intermediate,
         "operations_per_task": {op: n / max(1, len(succeeded)) for op, n in sorted(by_operation.items())},
         "baseline": BASELINE,
-        "method": "botocore before-call hook in each function process; per task, submit + callback functions",
+        "method": "botocore after-call hooks in each function process; per task, submit + callback functions",
     }

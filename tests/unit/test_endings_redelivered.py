@@ -63,3 +63,28 @@ def test_another_orders_refused_end_announces_nothing(
     # Then nothing is announced by it: fin-1's own retry is the one that will
     assert finalizer(stale, attempt=1) is FinalizeOutcome.NOT_OURS
     assert notifications.sent == []
+
+
+def test_a_redelivered_order_whose_earlier_try_ended_the_task_downloads_nothing(
+    store: TaskStore,
+    submitted: Task,
+    clock: Clock,
+    finalizer: Finalizer,
+    fetcher: FakeVideoFetcher,
+    notifications: Notifications,
+) -> None:
+    # Given try 1 of order fin-1 ended the task FAILED (its download failed for good) and
+    # died before publishing
+    finalizing = store.move(
+        submitted.task_id, TaskStatus.FINALIZING, now=clock(), set_={"owner": "fin-1", "outcome": "SUCCEEDED"}
+    ).task
+    assert finalizing is not None
+    assert store.end(submitted.task_id, TaskStatus.FAILED, owner="fin-1", now=clock()).applied
+
+    # When the order comes back (a second delivery), with a download that would succeed now
+    outcome = finalizer(FinalizeOrder(task=finalizing, video_url=VIDEO_URL), attempt=2)
+
+    # Then no video is fetched for the ended task, and its FAILED is announced
+    assert outcome is FinalizeOutcome.FAILED
+    assert fetcher.fetched == []
+    assert [(task.task_id, task.status) for task in notifications.sent] == [("t-1", TaskStatus.FAILED)]

@@ -87,6 +87,8 @@ class Finalizer:
         """Finish `order`'s task; `attempt` counts this message's deliveries (1 = first)."""
         task = order.task
         logger.set_correlation_id(task.task_id)
+        if attempt > 1 and (ended := self._ended_by_this_order(task)) is not None:
+            return ended
         outcome = task.outcome or TaskStatus.FAILED
         if outcome is not TaskStatus.SUCCEEDED:
             error = task.error or ErrorInfo(code="PROVIDER_FAILED", message="the provider failed the task")
@@ -135,6 +137,18 @@ class Finalizer:
                 )
             logger.info("video stored", extra={"video_key": video.key, "size": stored.size})
         return ended
+
+    def _ended_by_this_order(self, task: Task) -> FinalizeOutcome | None:
+        """On a redelivery, the outcome an earlier try of this order already wrote (its
+        process died before the notification), announced again; None if the work is still
+        to do. Without this read, the retry would download a video for a task it had
+        already ended (found by the chaos run: a FAILED task with a video in the bucket)."""
+        current = self.endings.store.get(task.task_id)
+        if current is None or not current.status.is_terminal or current.owner != task.owner:
+            return None
+        logger.info("the task was ended by an earlier try of this order; announcing it again")
+        self.endings.announce(current)
+        return FinalizeOutcome(current.status.value.lower())
 
     def _cancel(self, task: Task) -> bool:
         """A task given up as TIMED_OUT is stopped at the provider where the route can, so a

@@ -125,6 +125,7 @@ class World:
             ),
             providers=lambda name: self.provider,  # type: ignore[arg-type,return-value]
             fetch_video=self.store_video,
+            stored_video=lambda key, metadata: None,
             endings=self.endings(),
             metrics=RecordingMetrics(),
         )

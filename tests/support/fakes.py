@@ -137,16 +137,24 @@ class Stored:
 
 @dataclass
 class FakeVideoFetcher:
-    """Stores nothing; answers like stream_video_to_s3, or fails as told."""
+    """Answers like stream_video_to_s3, or fails as told; what it stored stays in `objects`
+    (key -> the video and its metadata), where `stored` finds it as the bucket would."""
 
     fetched: list[tuple[str, str]] = field(default_factory=list)
     errors: list[DownloadFailed] = field(default_factory=list)
+    objects: dict[str, tuple[Stored, dict[str, str]]] = field(default_factory=dict)
 
     def __call__(self, url: str, key: str, metadata: dict[str, str], route: str) -> Stored:
         if self.errors:
             raise self.errors.pop(0)
         self.fetched.append((url, key))
-        return Stored(size=1234, sha256="ab" * 32)
+        stored = Stored(size=1234, sha256="ab" * 32)
+        self.objects[key] = (stored, dict(metadata))
+        return stored
+
+    def stored(self, key: str, metadata: dict[str, str]) -> Stored | None:
+        found = self.objects.get(key)
+        return found[0] if found is not None and found[1] == metadata else None
 
 
 def image_bytes(width: int = 640, height: int = 480, fmt: str = "PNG") -> bytes:

@@ -646,6 +646,7 @@ EXPECTED_GRANTS = {
         ("sqs:SendMessage", get_att("FinalizeDeadLetterQueue", "Arn")),
         ("s3:PutObject", sub("${MediaBucket.Arn}/videos/*")),
         ("s3:AbortMultipartUpload", sub("${MediaBucket.Arn}/videos/*")),
+        ("s3:GetObject", sub("${MediaBucket.Arn}/videos/*")),
         ("sns:Publish", ref("NotificationsTopic")),
         *secret_slots("*"),
     },

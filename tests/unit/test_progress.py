@@ -86,6 +86,7 @@ def finalizer(
         config=FINALIZE,
         providers={provider.name: provider}.__getitem__,
         fetch_video=fetcher,
+        stored_video=fetcher.stored,
         endings=endings,
         metrics=metrics,
         clock=clock,
@@ -287,6 +288,55 @@ def test_a_permanent_download_failure_fails_the_task(
     assert queue.drain(finalizer) == [FinalizeOutcome.FAILED]
     assert notifications.sent[0].error is not None
     assert notifications.sent[0].error.code == "VIDEO_HOST_NOT_ALLOWED"
+
+
+def test_a_redelivery_that_cannot_download_succeeds_with_the_video_an_earlier_try_stored(
+    call: Any,
+    submitted: Task,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    fetcher: FakeVideoFetcher,
+    notifications: Notifications,
+) -> None:
+    # Given an order whose first try stored the video whole, then died before SUCCEEDED
+    call(update(ProviderState.SUCCEEDED))
+    [(order, _)] = queue.orders
+    fetcher(
+        VIDEO_URL,
+        "videos/trip/beach/t-1.mp4",
+        {"task-id": "t-1", "source-key": "incoming/trip/beach.png"},
+        "magnific",
+    )
+    # When its redelivery's download fails for good (the answer now claims 3 GiB)
+    fetcher.errors.append(DownloadFailed("over the cap", permanent=True, code="VIDEO_TOO_LARGE"))
+    outcome = finalizer(order, attempt=2)
+    # Then the task succeeds with the stored video, announced once, instead of failing
+    assert outcome is FinalizeOutcome.SUCCEEDED
+    [sent] = notifications.sent
+    assert sent.status is TaskStatus.SUCCEEDED
+    assert sent.video is not None
+    assert (sent.video.key, sent.video.sha256) == ("videos/trip/beach/t-1.mp4", "ab" * 32)
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_a_download_failing_for_good_fails_the_task_when_no_earlier_try_stored_its_video(
+    call: Any,
+    submitted: Task,
+    queue: FinalizeQueue,
+    finalizer: Finalizer,
+    fetcher: FakeVideoFetcher,
+    notifications: Notifications,
+    attempt: int,
+) -> None:
+    # Given an object at the video's key stored for another task (a first try never looks)
+    call(update(ProviderState.SUCCEEDED))
+    [(order, _)] = queue.orders
+    fetcher(VIDEO_URL, "videos/trip/beach/t-1.mp4", {"task-id": "t-other", "source-key": "x"}, "magnific")
+    fetcher.errors.append(DownloadFailed("over the cap", permanent=True, code="VIDEO_TOO_LARGE"))
+    # When the download fails for good, Then the task FAILS with the download's reason
+    assert finalizer(order, attempt=attempt) is FinalizeOutcome.FAILED
+    [sent] = notifications.sent
+    assert sent.error is not None and sent.error.code == "VIDEO_TOO_LARGE"
 
 
 def test_repeated_transient_failures_end_after_max_attempts(

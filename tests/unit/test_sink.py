@@ -318,3 +318,38 @@ def test_a_failing_creation_fails_every_part_and_leaves_nothing(s3: Any) -> None
     assert watched.started_parts == []
     assert body.read < len(body.data)
     assert_nothing_stored(s3)
+
+
+def test_stored_object_reads_back_a_whole_object_stored_for_the_same_task(s3: Any) -> None:
+    # Given a video stored in two parts for task t-1
+    import hashlib
+
+    from i2v.media.sink import stored_object
+
+    data = os.urandom(PART_SIZE + 123)
+    metadata = {"task-id": "t-1", "source-key": "incoming/a.png"}
+    chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    store_stream(
+        chunks,
+        s3=s3,
+        bucket=BUCKET,
+        key="videos/a/t-1.mp4",
+        content_type="video/mp4",
+        metadata=metadata,
+        part_size=PART_SIZE,
+    )
+    # When it is looked for with its task's metadata, Then its size, hash and type come back
+    found = stored_object(s3=s3, bucket=BUCKET, key="videos/a/t-1.mp4", metadata=metadata, chunk_size=70000)
+    assert found == (len(data), hashlib.sha256(data).hexdigest(), "video/mp4")
+    # and not for another task's metadata, nor at a key where nothing is
+    assert stored_object(s3=s3, bucket=BUCKET, key="videos/a/t-1.mp4", metadata={"task-id": "t-2"}) is None
+    assert stored_object(s3=s3, bucket=BUCKET, key="videos/a/none.mp4", metadata=metadata) is None
+
+
+def test_stored_object_turns_a_storage_error_into_a_transient_failure(s3: Any) -> None:
+    from i2v.media.sink import stored_object
+
+    # Given a bucket that does not exist (any error but "not there")
+    with pytest.raises(DownloadFailed) as failed:
+        stored_object(s3=s3, bucket="no-such-bucket", key="videos/a/t-1.mp4", metadata={"task-id": "t-1"})
+    assert failed.value.code == "VIDEO_STORE_FAILED" and not failed.value.permanent

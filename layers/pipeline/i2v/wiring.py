@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from i2v.routing import RouteChoice
     from i2v.storage import SourceStore
     from i2v.usecases.callback import CallbackRequest
-    from i2v.usecases.finalize import FetchVideo, Finalizer, StoredVideo
+    from i2v.usecases.finalize import FetchVideo, Finalizer, FindStoredVideo, StoredVideo
     from i2v.usecases.outcome import Endings
     from i2v.usecases.poll import Poller, PollOrder
     from i2v.usecases.progress import FinalizeOrder, Progress, UpdateOutcome
@@ -203,6 +203,23 @@ def video_fetcher() -> FetchVideo:
     return fetch
 
 
+def stored_video_finder() -> FindStoredVideo:
+    """Reads back a video an earlier try stored (failure paths of redeliveries only)."""
+    bucket = settings().bucket_name
+
+    def find(key: str, metadata: dict[str, str]) -> StoredVideo | None:
+        from i2v.media import video
+        from i2v.media.sink import stored_object
+
+        found = stored_object(s3=client("s3"), bucket=bucket, key=key, metadata=metadata)
+        if found is None:
+            return None
+        size, sha256, content_type = found
+        return video.StoredVideo(size=size, sha256=sha256, content_type=content_type)
+
+    return find
+
+
 def uploads_redelivery() -> Redelivery:
     config = settings()
     return _redelivery(
@@ -306,6 +323,7 @@ def finalizer() -> Finalizer:
         ),
         providers=provider,
         fetch_video=video_fetcher(),
+        stored_video=stored_video_finder(),
         endings=endings(),
         metrics=metrics,
     )

@@ -310,7 +310,9 @@ def _check_response(response: httpcore.Response, origin: str, policy: DownloadPo
     if media_type != VIDEO_CONTENT_TYPE and media_type not in _GENERIC_CONTENT_TYPES:
         raise DownloadFailed(
             f"the video URL serves {media_type or 'no content type'!r}, not {VIDEO_CONTENT_TYPE}",
-            permanent=True,
+            # An error page where the video should be (a CDN's, an expired link's) may
+            # clear: the finalizer's retries are bounded and ask for a fresh URL.
+            permanent=False,
             code="VIDEO_BAD_CONTENT_TYPE",
         )
     declared_length = _header(response, b"content-length")
@@ -329,7 +331,7 @@ def _check_mp4_signature(first_bytes: bytes | bytearray) -> None:
     if len(first_bytes) < _MP4_SIGNATURE_END or first_bytes[4:8] != b"ftyp":
         raise DownloadFailed(
             "the video URL serves something that is not an MP4 (no 'ftyp' box at the start)",
-            permanent=True,
+            permanent=False,
             code="VIDEO_BAD_CONTENT_TYPE",
         )
 

@@ -26,6 +26,7 @@ abort in our hands.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,6 +80,38 @@ def store_stream(
         del part[filled:]  # shrinks in place: the last part, possibly empty
         parts.finish(part)
     return size
+
+
+def stored_object(
+    *, s3: Any, bucket: str, key: str, metadata: dict[str, str], chunk_size: int = 1024 * 1024
+) -> tuple[int, str, str] | None:
+    """(size, sha256, content type) of the object at `key` if it is there and carries
+    `metadata` (the task it was stored for), read back in chunks to hash it; else None.
+
+    For a try that finds the work of an earlier one: an object in S3 is whole or absent,
+    so one that exists was stored completely. Without s3:ListBucket, S3 answers a missing
+    key with 403 rather than 404: both mean nothing is there for us.
+    """
+    with _storage_errors_as_download_failed():
+        try:
+            found = s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "AccessDenied", "403"):
+                return None
+            raise
+        body = found["Body"]
+        try:
+            stored_for = found.get("Metadata") or {}
+            if any(stored_for.get(name) != value for name, value in metadata.items()):
+                return None
+            digest = hashlib.sha256()
+            size = 0
+            for chunk in body.iter_chunks(chunk_size):
+                digest.update(chunk)
+                size += len(chunk)
+        finally:
+            body.close()
+    return size, digest.hexdigest(), str(found.get("ContentType") or "")
 
 
 class _PartUploads:

@@ -41,6 +41,9 @@ class StoredVideo(Protocol):
 FetchVideo = Callable[[str, str, dict[str, str], str], StoredVideo]
 """(video URL, object key, object metadata, the task's route) -> the stored video."""
 
+FindStoredVideo = Callable[[str, dict[str, str]], StoredVideo | None]
+"""(object key, object metadata) -> the video an earlier try stored there whole, or None."""
+
 
 @dataclass(frozen=True)
 class FinalizeConfig:
@@ -79,6 +82,7 @@ class Finalizer:
     providers: Callable[[str], Provider]
     """Each route's adapter by name: a task is finished by the route that took it."""
     fetch_video: FetchVideo
+    stored_video: FindStoredVideo
     endings: Endings
     metrics: MetricsSink
     clock: Callable[[], float] = time.time
@@ -99,7 +103,7 @@ class Finalizer:
                 code="RESULT_EXPIRED",
                 message=f"{task.provider.name}'s video expired before it could be downloaded",
             )
-            return self._end(task, TaskStatus.FAILED, error=error)
+            return self._fail(task, error, attempt)
         try:
             url = self._video_url(order, attempt)
             stored = self.fetch_video(url, video_key(task, self.config), _metadata(task), task.provider.name)
@@ -111,7 +115,7 @@ class Finalizer:
                 logger.warning(
                     "finalization failed for good", extra={"code": exc.code, "reason": exc.message}
                 )
-                return self._end(task, TaskStatus.FAILED, error=ErrorInfo(code=exc.code, message=exc.message))
+                return self._fail(task, ErrorInfo(code=exc.code, message=exc.message), attempt)
             logger.warning(
                 "finalization failed; it will be retried",
                 extra={"code": exc.code, "reason": exc.message, "attempt": attempt},
@@ -119,6 +123,9 @@ class Finalizer:
             if isinstance(exc, RetryLater):
                 raise
             raise RetryLater(exc.message, code=exc.code) from exc
+        return self._succeed(task, stored)
+
+    def _succeed(self, task: Task, stored: StoredVideo) -> FinalizeOutcome:
         video = VideoObject(
             bucket=self.config.bucket,
             key=video_key(task, self.config),
@@ -137,6 +144,18 @@ class Finalizer:
                 )
             logger.info("video stored", extra={"video_key": video.key, "size": stored.size})
         return ended
+
+    def _fail(self, task: Task, error: ErrorInfo, attempt: int) -> FinalizeOutcome:
+        """End a successful generation FAILED, unless an earlier try of this order stored its
+        video whole and died (or its write failed) before recording SUCCEEDED: then it
+        succeeds with that video rather than fail with a video in the bucket (found by the
+        chaos run). Looked for on redeliveries only: a first try has no earlier one."""
+        if attempt > 1:
+            stored = self.stored_video(video_key(task, self.config), _metadata(task))
+            if stored is not None:
+                logger.info("an earlier try stored the video; the task succeeds with it")
+                return self._succeed(task, stored)
+        return self._end(task, TaskStatus.FAILED, error=error)
 
     def _ended_by_this_order(self, task: Task) -> FinalizeOutcome | None:
         """On a redelivery, the outcome an earlier try of this order already wrote (its

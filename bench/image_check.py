@@ -29,10 +29,10 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from cost import LAMBDA_VCPU_MB, PRICES, template_facts
+from image_head import CountingReader
 from measure import MIB, Summary
 from PIL import Image
 
@@ -46,19 +46,6 @@ SIZES_MIB = (1, 5, 10)
 FORMATS = {"jpeg": ("JPEG", {"quality": 95}), "png": ("PNG", {}), "webp": ("WEBP", {"quality": 100})}
 # Lambda's own S3 download rate is not measured here: the figure cost.py assumes for videos.
 S3_MIB_PER_SECOND = 20.0
-
-
-@dataclass
-class CountingReader:
-    data: bytes
-    calls: int = 0
-    bytes_read: int = 0
-
-    def __call__(self, start: int, end: int) -> bytes:
-        piece = self.data[start : end + 1]
-        self.calls += 1
-        self.bytes_read += len(piece)
-        return piece
 
 
 def head_only(reader: CountingReader) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import hashlib
 import json
 import socket
@@ -37,7 +36,7 @@ from standardwebhooks import Webhook
 from i2v.domain import ProviderRef, SourceObject, Task, TaskStatus
 from i2v.tasks.store import TaskStore
 from i2v.tokens import hash_token
-from tests.support.aws import create_tasks_table, create_topic_tap
+from tests.support.aws import create_tasks_table, create_topic_tap, received_as_sqs_event
 from tests.support.fakes import LambdaContext
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -344,21 +343,7 @@ class CallbackRig:
 
     def finalize_event(self) -> dict[str, Any]:
         """The finalize queue's messages as the SQS event Lambda hands the callback function."""
-        messages = self.sqs.receive_message(
-            QueueUrl=self.finalize_url, MaxNumberOfMessages=10, AttributeNames=["All"]
-        ).get("Messages", [])
-        template = json.loads((EVENTS / "sqs-finalize-order.json").read_text())["Records"][0]
-        records = []
-        for message in messages:
-            record = copy.deepcopy(template)
-            record |= {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-            }
-            record["attributes"]["ApproximateReceiveCount"] = message["Attributes"]["ApproximateReceiveCount"]
-            records.append(record)
-        return {"Records": records}
+        return received_as_sqs_event(self.sqs, self.finalize_url)
 
 
 @dataclass

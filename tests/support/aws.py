@@ -53,3 +53,28 @@ def published(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
         for message in batch:
             envelopes.append(json.loads(message["Body"]))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def received_as_sqs_event(sqs: Any, queue_url: str) -> dict[str, Any]:
+    """Up to 10 of the queue's messages, received, as the SQS event Lambda would hand the
+    function (the shape of events/sqs-finalize-order.json, with each message's own id,
+    receipt handle, body and receive count)."""
+    import copy
+    import json
+
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get(
+        "Messages", []
+    )
+    events = Path(__file__).resolve().parents[2] / "events"
+    template = json.loads((events / "sqs-finalize-order.json").read_text())["Records"][0]
+    records = []
+    for message in messages:
+        record = copy.deepcopy(template)
+        record |= {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+        }
+        record["attributes"]["ApproximateReceiveCount"] = message["Attributes"]["ApproximateReceiveCount"]
+        records.append(record)
+    return {"Records": records}

@@ -20,6 +20,7 @@ from standardwebhooks import Webhook
 from i2v.domain import ProviderRef, SourceObject, Task, TaskStatus
 from i2v.tasks.store import TaskStore
 from i2v.tokens import hash_token
+from tests.support.aws import received_as_sqs_event
 from tests.support.fakes import LambdaContext, image_bytes
 from tests.unit.conftest import Aws
 
@@ -137,21 +138,7 @@ def waiting_task(aws: Aws) -> Task:
 
 def finalize_orders(aws: Aws, env: dict[str, str]) -> dict[str, Any]:
     """What the finalize queue holds, as the SQS event Lambda would hand the callback function."""
-    messages = aws.sqs.receive_message(
-        QueueUrl=env["FINALIZE_QUEUE_URL"], MaxNumberOfMessages=10, AttributeNames=["All"]
-    ).get("Messages", [])
-    template = event("sqs-finalize-order.json")["Records"][0]
-    records = []
-    for message in messages:
-        record = copy.deepcopy(template)
-        record |= {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-        }
-        record["attributes"]["ApproximateReceiveCount"] = message["Attributes"]["ApproximateReceiveCount"]
-        records.append(record)
-    return {"Records": records}
+    return received_as_sqs_event(aws.sqs, env["FINALIZE_QUEUE_URL"])
 
 
 def callback_event(task_id: str, token: str, body: bytes, secret: str = WEBHOOK_SECRET) -> dict[str, Any]:

@@ -13,6 +13,8 @@ VENV := .venv
 TOOLS := .venv-tools
 CHECKOV := .venv-checkov
 RUN := $(VENV)/bin/python
+# make test: the local-stack suites on one worker, the in-process tests on the other (tests/conftest.py)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test unit integration template check lint typecheck format layer-requirements build clean uv bench chaos
 
@@ -41,7 +43,7 @@ demo: $(VENV)/.synced
 
 ## test: lint, type-check, then unit, template and integration tests
 test: $(VENV)/.synced $(TOOLS)/.synced $(CHECKOV)/.synced check
-	$(RUN) -m pytest
+	$(RUN) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 unit: $(VENV)/.synced
 	$(RUN) -m pytest tests/unit

@@ -76,9 +76,27 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
         deselected.add(str(item.path.relative_to(item.config.rootpath)))
 
 
+# The suites that start local stacks (the quick bench's run them in its subprocess) and the
+# test that reads their calls: with `pytest -n 2 --dist loadgroup` (make test) they run on
+# one worker, in order, one session log for them all, while the other worker takes the
+# in-process tests beside them.
+STACK_SUITES = (
+    "tests/integration/",
+    "tests/contract/",
+    "tests/adversarial/test_callbacks_http.py",
+    "tests/adversarial/test_fuzz.py",
+    "tests/unit/test_bench_quick.py",
+    "tests/test_least_privilege.py",
+)
+
+
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The least-privilege test last, after every suite that starts local stacks."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The least-privilege test last, after every suite that starts local stacks, and those
+    suites in one xdist group, so that one session's worker runs them all."""
     from tests.support.least_privilege import LAST_MODULE
 
     items.sort(key=lambda item: item.path == LAST_MODULE)
+    for item in items:
+        if str(item.path.relative_to(config.rootpath)).startswith(STACK_SUITES):
+            item.add_marker(pytest.mark.xdist_group("local-stacks"))

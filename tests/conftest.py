@@ -88,15 +88,23 @@ STACK_SUITES = (
     "tests/unit/test_bench_quick.py",
     "tests/test_least_privilege.py",
 )
+CHECKOV_TESTS = "tests/template/test_checkov.py"
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """The suites that start local stacks in one xdist group, checkov's tests in another
+    (their module fixture scans once). Marked as each item is collected: xdist reads the
+    groups in its own collection hook, before a trylast one could add them."""
+    path = str(item.path.relative_to(item.config.rootpath))
+    if path.startswith(STACK_SUITES):
+        item.add_marker(pytest.mark.xdist_group("local-stacks"))
+    elif path == CHECKOV_TESTS:
+        item.add_marker(pytest.mark.xdist_group("checkov"))
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The least-privilege test last, after every suite that starts local stacks, and those
-    suites in one xdist group, so that one session's worker runs them all."""
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The least-privilege test last, after every suite that starts local stacks."""
     from tests.support.least_privilege import LAST_MODULE
 
     items.sort(key=lambda item: item.path == LAST_MODULE)
-    for item in items:
-        if str(item.path.relative_to(config.rootpath)).startswith(STACK_SUITES):
-            item.add_marker(pytest.mark.xdist_group("local-stacks"))

@@ -17,12 +17,12 @@ def test_every_state_has_a_row() -> None:
 def test_terminal_states_lead_nowhere() -> None:
     for sources in ENTERED_FROM.values():
         assert not sources & TERMINAL_STATES
-    assert {S.RECEIVED, S.UNCONFIRMED, S.SUBMITTED, S.RUNNING, S.FINALIZING} == OPEN_STATES
+    assert {S.RECEIVED, S.DEFERRED, S.UNCONFIRMED, S.SUBMITTED, S.RUNNING, S.FINALIZING} == OPEN_STATES
 
 
-def test_received_is_only_created() -> None:
-    with pytest.raises(ValueError, match="never entered"):
-        entered_from(S.RECEIVED)
+def test_received_is_entered_again_only_by_a_deferred_task() -> None:
+    assert entered_from(S.RECEIVED) == {S.DEFERRED}
+    assert entered_from(S.DEFERRED) == {S.RECEIVED}
 
 
 def test_every_state_is_reachable_from_received() -> None:
@@ -39,6 +39,11 @@ def test_every_state_is_reachable_from_received() -> None:
     ("current", "to", "allowed"),
     [
         (S.RECEIVED, S.SUBMITTED, True),
+        (S.RECEIVED, S.DEFERRED, True),  # over the day's budget, before any paid call
+        (S.DEFERRED, S.RECEIVED, True),  # the next day: submitted again
+        (S.DEFERRED, S.SUBMITTED, False),  # only through RECEIVED, with a fresh claim
+        (S.SUBMITTED, S.DEFERRED, False),  # a task the provider has is never deferred
+        (S.DEFERRED, S.REJECTED, False),
         (S.RUNNING, S.SUBMITTED, False),  # a late submit step does not take a task back
         (S.RECEIVED, S.RUNNING, True),  # a fast provider reports before its id is recorded
         (S.RUNNING, S.RUNNING, False),  # a duplicate progress webhook writes nothing

@@ -8,9 +8,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from i2v.attempts import Attempt
+
 
 class TaskStatus(StrEnum):
     RECEIVED = "RECEIVED"
+    DEFERRED = "DEFERRED"
+    """Over the day's budget: waits for the next UTC day (`deferred_until`), then goes back
+    to RECEIVED and is submitted."""
     UNCONFIRMED = "UNCONFIRMED"
     """Sent to the provider, no answer came: it may or may not have made the task."""
     SUBMITTED = "SUBMITTED"
@@ -130,6 +135,13 @@ class Task(BaseModel):
     error: ErrorInfo | None = None
     last_error: ErrorInfo | None = None
     estimated_cost_usd: float | None = None
+    """The route's price per second times the duration; None for a route with no price."""
+    attempts: list[Attempt] = Field(default_factory=list)
+    """Every submission to a provider and its answer (i2v/attempts.py)."""
+    deferred_until: float | None = None
+    """While DEFERRED: when the next day's budget opens."""
+    resumed_at: float | None = None
+    """When a deferred task came back: its deadline counts from then."""
     released: bool = False
     """The last submission was confirmed not taken: a retry may go to another route."""
     notify_pending: bool = False

@@ -80,9 +80,10 @@ layer-requirements: | uv
 	$(UV) export --frozen --quiet --no-dev --no-default-groups --no-hashes --no-emit-project \
 		--output-file $(LAYER_REQUIREMENTS)
 
-## build: sam build (needs the AWS SAM CLI installed)
+## build: sam build, after checking that sam and a python3.13 are on PATH (CONTAINER=1: sam build --use-container, needs Docker)
 build:
-	sam build
+	@bash tools/check_build.sh $(if $(CONTAINER),--use-container)
+	sam build $(if $(CONTAINER),--use-container)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(CHECKOV) .aws-sam .pytest_cache .mypy_cache .ruff_cache out

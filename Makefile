@@ -16,7 +16,7 @@ RUN := $(VENV)/bin/python
 # make test: the local-stack suites on one worker, the in-process tests on the other (tests/conftest.py)
 TEST_WORKERS ?= 2
 
-.PHONY: demo test unit integration template check lint typecheck format layer-requirements build clean uv bench chaos
+.PHONY: demo stack test unit integration template check lint typecheck format layer-requirements build clean uv bench chaos
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
@@ -40,6 +40,10 @@ $(CHECKOV)/.synced: tools/requirements-checkov.txt | uv
 demo: $(VENV)/.synced
 	$(RUN) -m local.demo $(if $(IMAGE),--image "$(IMAGE)") $(if $(PROMPT),--prompt "$(PROMPT)") \
 		$(if $(PROVIDER),--provider "$(PROVIDER)")
+
+## stack: run the local stack until Ctrl-C, for `i2v --local ...` (writes out/local-stack.json); ROUTES=a,b optional
+stack: $(VENV)/.synced
+	$(RUN) -m local.stack_main $(if $(ROUTES),--routes "$(ROUTES)")
 
 ## test: lint, type-check, then unit, template and integration tests
 test: $(VENV)/.synced $(TOOLS)/.synced $(CHECKOV)/.synced check

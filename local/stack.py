@@ -282,6 +282,8 @@ class LocalStack(BackgroundService):
         self.finalize_queue_url = _function_variable(specs, "FINALIZE_QUEUE_URL")
         self.dead_letter_queue_url = self._dead_letter_queue(self.uploads_queue_url)
         self.finalize_dead_letter_queue_url = self._dead_letter_queue(self.finalize_queue_url)
+        self.poll_queue_url = _function_variable(specs, "POLL_QUEUE_URL")
+        self.poll_dead_letter_queue_url = self._dead_letter_queue(self.poll_queue_url)
         self._source_index = _index_with_hash_key(resources, self.table, SOURCE_URI_ATTRIBUTE)
 
     def _dead_letter_queue(self, queue_url: str) -> str | None:
@@ -539,6 +541,22 @@ class LocalStack(BackgroundService):
         )
 
     # -- using the stack ------------------------------------------------------------------
+
+    def outputs(self) -> dict[str, str]:
+        """The template's Outputs as this stack's resources give them (what `i2v` reads)."""
+        found = {
+            "BucketName": self.bucket,
+            "TableName": self.table,
+            "TopicArn": self.topic_arn,
+            "WebhookBaseUrl": self.gateway.url,
+            "UploadsQueueUrl": self.uploads_queue_url,
+            "DeadLetterQueueUrl": self.dead_letter_queue_url,
+            "FinalizeQueueUrl": self.finalize_queue_url,
+            "FinalizeDeadLetterQueueUrl": self.finalize_dead_letter_queue_url,
+            "PollQueueUrl": self.poll_queue_url,
+            "PollDeadLetterQueueUrl": self.poll_dead_letter_queue_url,
+        }
+        return {name: value for name, value in found.items() if value is not None}
 
     def upload(
         self,

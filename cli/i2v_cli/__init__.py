@@ -1,0 +1,1 @@
+"""The `i2v` command: see, steer and feed a deployed or local HappyHorse pipeline."""

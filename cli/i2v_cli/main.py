@@ -1,0 +1,410 @@
+"""`i2v`: see and steer a HappyHorse pipeline, deployed (`--stack NAME`) or local (`--local`).
+
+Commands build their collaborators from boto3 clients and the stack's outputs; they never
+import i2v.wiring, which reads a Lambda's environment. Exit codes: i2v_cli/errors.py."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from i2v_cli.errors import CliError, Exit, WaitTimedOut
+from i2v_cli.stack import DEFAULT_LOCAL_FILE
+
+if TYPE_CHECKING:
+    from i2v_cli.aws import Aws
+
+
+class _Commands(TyperGroup):
+    """Every command's CliError as one line on stderr and its exit code, not a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except CliError as error:
+            from rich.markup import escape
+
+            from i2v_cli.render import console
+
+            console(stderr=True).print(f"[red]i2v: {escape(error.message)}[/red]")
+            raise typer.Exit(error.exit_code) from None
+
+
+app = typer.Typer(
+    name="i2v",
+    cls=_Commands,
+    help="See and steer a HappyHorse image-to-video pipeline (docs/operations.md, 'The i2v CLI').",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys).")]
+SinceOption = Annotated[
+    str,
+    typer.Option("--since", help="From when: 30m, 2h, 7d (ago), 2026-12-01, an ISO time or epoch seconds."),
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    stack: str | None
+    local_file: Path | None
+    region: str | None
+    profile: str | None
+
+    def connect(self) -> Aws:
+        from i2v_cli.aws import connect
+
+        return connect(
+            stack_name=self.stack, local_file=self.local_file, region=self.region, profile=self.profile
+        )
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    stack: Annotated[
+        str | None, typer.Option("--stack", envvar="I2V_STACK", help="A deployed stack, by its name.")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", envvar="I2V_LOCAL", help="The local stack `make stack` runs.")
+    ] = False,
+    stack_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--stack-file",
+            envvar="I2V_STACK_FILE",
+            help=f"The local stack's file (default {DEFAULT_LOCAL_FILE}, with --local).",
+        ),
+    ] = None,
+    region: Annotated[str | None, typer.Option("--region", help="The deployed stack's region.")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="An AWS CLI profile.")] = None,
+) -> None:
+    local_file = stack_file or (DEFAULT_LOCAL_FILE if local else None)
+    ctx.obj = Target(stack=stack, local_file=local_file, region=region, profile=profile)
+
+
+def _aws(ctx: typer.Context) -> Aws:
+    target: Target = ctx.obj
+    return target.connect()
+
+
+def _since(text: str) -> float:
+    from i2v_cli.values import parse_since
+
+    try:
+        return parse_since(text, now=time.time())
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--since") from None
+
+
+# -- finding tasks --------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="A task id, or an upload's key (incoming/... or s3://...).")],
+    json_output: JsonOption = False,
+) -> None:
+    """A task by its id, or every task of an upload key (oldest first)."""
+    from i2v_cli import render
+    from i2v_cli.tasks import find_tasks
+
+    found = find_tasks(_aws(ctx), target)
+    if json_output:
+        render.emit_json({"tasks": [render.task_dict(task) for task in found]})
+        return
+    out = render.console()
+    if len(found) > 1:
+        out.print(render.tasks_table(f"{len(found)} tasks of {found[0].source.key}", found))
+    out.print(render.task_detail(found[-1]))
+
+
+class Status(StrEnum):
+    RECEIVED = "RECEIVED"
+    DEFERRED = "DEFERRED"
+    UNCONFIRMED = "UNCONFIRMED"
+    SUBMITTED = "SUBMITTED"
+    RUNNING = "RUNNING"
+    FINALIZING = "FINALIZING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REJECTED = "REJECTED"
+    TIMED_OUT = "TIMED_OUT"
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    statuses: Annotated[
+        list[Status] | None,
+        typer.Option("--status", case_sensitive=False, help="Only these statuses (repeat for more)."),
+    ] = None,
+    since: SinceOption = "24h",
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 50,
+    json_output: JsonOption = False,
+) -> None:
+    """Tasks received since a time, newest first."""
+    from i2v_cli import render
+    from i2v_cli.tasks import list_tasks
+
+    chosen = [s.value for s in statuses] if statuses else [s.value for s in Status]
+    found = list_tasks(_aws(ctx), statuses=chosen, since=_since(since), limit=limit)
+    if json_output:
+        render.emit_json({"tasks": [render.task_dict(task) for task in found]})
+        return
+    render.console().print(render.tasks_table(f"{len(found)} tasks since {since}", found))
+
+
+# -- steering -------------------------------------------------------------------------------
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="A FAILED, TIMED_OUT or REJECTED task.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the new task to its end.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 900,
+    json_output: JsonOption = False,
+) -> None:
+    """Run a failed task's upload through the submit path again.
+
+    Every check runs again, on the object as it is now: retry once the input (its options
+    sidecar, the stack's routes, the budget) has been fixed. The new task has its own id;
+    retrying the same task twice makes one."""
+    from i2v_cli import render
+    from i2v_cli.tasks import RETRYABLE, get_task
+    from i2v_cli.tasks import retry as retry_task
+
+    aws = _aws(ctx)
+    done = retry_task(aws, task_id)
+    result = done.to_dict()
+    err = render.console(stderr=True)
+    if done.already is None:
+        err.print(f"queued {done.key} again: its new task is {done.task_id}")
+    else:
+        state = done.already.status.value
+        again = f" (retry that one: i2v retry {done.task_id})" if state in RETRYABLE else ""
+        err.print(f"already retried: task {done.task_id} is {state}{again}")
+    if wait:
+        task = _wait_for(aws, done.task_id, timeout, get_task)
+        result["status"] = task.status.value
+    if json_output:
+        render.emit_json(result)
+    else:
+        typer.echo(done.task_id)
+    if wait and result["status"] != "SUCCEEDED":
+        raise typer.Exit(Exit.FAILED)
+
+
+def _wait_for(aws: Aws, task_id: str, timeout: float, get_task: Any) -> Any:
+    from i2v_cli.errors import NotFound
+    from i2v_cli.uploads import TERMINAL, WAIT_POLL_SECONDS
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            task = get_task(aws, task_id)
+            if task.status.value in TERMINAL:
+                return task
+        except NotFound:
+            pass  # the uploads queue has not delivered it yet
+        if time.monotonic() >= deadline:
+            raise WaitTimedOut(f"task {task_id} had not ended after {timeout:g} s")
+        time.sleep(WAIT_POLL_SECONDS)
+
+
+class DeadLetterQueue(StrEnum):
+    UPLOADS = "uploads"
+    FINALIZE = "finalize"
+    POLL = "poll"
+
+
+@app.command()
+def redrive(
+    ctx: typer.Context,
+    queues: Annotated[
+        list[DeadLetterQueue] | None,
+        typer.Option("--queue", help="Which dead-letter queue (repeat for more) [all three]."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what waits in each.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Move dead-lettered messages back to the queue they came from, with a count."""
+    from i2v_cli import render
+    from i2v_cli.queues import redrive as move
+
+    names = [q.value for q in queues] if queues else [q.value for q in DeadLetterQueue]
+    done = move(_aws(ctx), names, dry_run=dry_run)
+    if json_output:
+        render.emit_json({"dry_run": dry_run, "queues": [row.to_dict() for row in done]})
+        return
+    grid = render.table(
+        "dead-letter queues" + (" (dry run)" if dry_run else ""), ["queue", "waiting", "moved"]
+    )
+    for row in done:
+        grid.add_row(row.queue, str(row.waiting), str(row.moved))
+    render.console().print(grid)
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Images, or folders of images.")],
+    prompt: Annotated[str | None, typer.Option(help="What should happen in the video.")] = None,
+    resolution: Annotated[str | None, typer.Option(help="720P or 1080P.")] = None,
+    duration: Annotated[int | None, typer.Option(help="Seconds of video.")] = None,
+    model: Annotated[str | None, typer.Option(help="HappyHorse version: 1.0 or 1.1.")] = None,
+    provider: Annotated[str | None, typer.Option(help="The route that must take it.")] = None,
+    seed: Annotated[int | None, typer.Option(help="The generation's seed.")] = None,
+    key_prefix: Annotated[str, typer.Option(help="Under incoming/, before each file's name.")] = "",
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the tasks to their end.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 900,
+    json_output: JsonOption = False,
+) -> None:
+    """Upload images under incoming/, their options as metadata.
+
+    With --wait, follow their tasks and exit non-zero unless every one SUCCEEDED."""
+    from i2v_cli import render
+    from i2v_cli import uploads as ops
+
+    planned = ops.plan(paths, key_prefix)
+    meta = ops.metadata(
+        prompt=prompt, resolution=resolution, duration=duration, model=model, provider=provider, seed=seed
+    )
+    aws = _aws(ctx)
+    pending = _submit_with_progress(aws, planned, meta, wait=wait, timeout=timeout)
+    if json_output:
+        render.emit_json({"uploads": [item.to_dict(aws.stack.bucket) for item in planned]})
+    else:
+        grid = render.table(None, ["file", "key", "task", "status"])
+        for item in planned:
+            status = item.task.status.value if item.task else ("waiting" if wait else "uploaded")
+            task_id = item.task.task_id if item.task else "-"
+            grid.add_row(str(item.path), item.key, task_id, render.styled_status(status))
+        render.console().print(grid)
+    if pending:
+        raise WaitTimedOut(f"{len(pending)} of {len(planned)} tasks had not ended after {timeout:g} s")
+    if wait and any(item.task is None or item.task.status.value != "SUCCEEDED" for item in planned):
+        raise typer.Exit(Exit.FAILED)
+
+
+def _submit_with_progress(
+    aws: Aws, planned: list[Any], meta: dict[str, str], *, wait: bool, timeout: float
+) -> list[Any]:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from i2v_cli import render
+    from i2v_cli import uploads as ops
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=render.console(stderr=True), transient=False) as progress:
+        sending = progress.add_task(f"uploading {len(planned)} files", total=sum(i.size for i in planned))
+        for item in planned:
+            ops.upload(aws, item, meta, lambda sent: progress.advance(sending, sent))
+        if not wait:
+            return []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} ended"),
+        TimeElapsedColumn(),
+        console=render.console(stderr=True),
+    ) as progress:
+        ended = progress.add_task("waiting for the tasks", total=len(planned))
+
+        def changed(item: Any) -> None:
+            if item.task.status.value in ops.TERMINAL:
+                progress.advance(ended)
+            progress.console.print(f"{item.key}: {item.task.status.value}")
+
+        return ops.wait(aws, planned, timeout=timeout, changed=changed)
+
+
+@app.command()
+def tail(
+    ctx: typer.Context,
+    events: Annotated[
+        list[str] | None,
+        typer.Option("--event", help="Only these event types (video.succeeded, ...): an SNS filter policy."),
+    ] = None,
+    count: Annotated[int | None, typer.Option("--count", min=1, help="Stop after this many.")] = None,
+    seconds: Annotated[float | None, typer.Option("--seconds", help="Stop after this long.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Follow the notifications as they arrive (Ctrl-C stops; the temporary queue is deleted)."""
+    import json
+
+    from i2v_cli import render
+    from i2v_cli import tail as ops
+
+    aws = _aws(ctx)
+    out = render.console()
+
+    def received(note: dict[str, Any]) -> None:
+        if json_output:
+            typer.echo(json.dumps(note, ensure_ascii=False))
+            return
+        message = note["message"] if isinstance(note["message"], dict) else {}
+        error = (message.get("error") or {}).get("code", "")
+        source = (message.get("source") or {}).get("key", "")
+        out.print(
+            f"{note['timestamp']}  {note['attributes'].get('event_type', '-'):<16} "
+            f"{message.get('task_id', '-')}  {source}  {error}".rstrip()
+        )
+
+    with ops.subscribed(aws, events or ()) as queue_url:
+        render.console(stderr=True).print(f"following {aws.stack.topic_arn} (Ctrl-C to stop)")
+        # Ctrl-C is how a tail ends: the queue is deleted on the way out.
+        with contextlib.suppress(KeyboardInterrupt):
+            ops.follow(aws, queue_url, count=count, seconds=seconds, received=received)
+
+
+@app.command()
+def cost(
+    ctx: typer.Context,
+    since: SinceOption = "30d",
+    json_output: JsonOption = False,
+) -> None:
+    """Estimated spend per route and resolution, from the tasks' estimates."""
+    from i2v_cli import render
+    from i2v_cli.cost import cost_by_route
+    from i2v_cli.tasks import scan_since
+
+    rows = cost_by_route(scan_since(_aws(ctx), _since(since)))
+    total = round(sum(row.estimated_usd for row in rows), 4)
+    if json_output:
+        render.emit_json(
+            {"since": since, "rows": [row.to_dict() for row in rows], "total_estimated_usd": total}
+        )
+        return
+    grid = render.table(
+        f"estimated spend since {since}", ["route", "resolution", "tasks", "submitted", "succeeded", "USD"]
+    )
+    for row in rows:
+        grid.add_row(
+            row.route,
+            row.resolution,
+            str(row.tasks),
+            str(row.submitted),
+            str(row.succeeded),
+            f"{row.estimated_usd:,.4f}",
+        )
+    grid.add_row("total", "", "", "", "", f"{total:,.4f}", style="bold")
+    render.console().print(grid)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["CliError", "app", "main"]

@@ -1,0 +1,110 @@
+"""Output: rich tables for people, JSON (stable keys) for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from i2v_cli.values import iso
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from i2v.domain import Task
+
+# The callback token's hash and the current owner are the pipeline's own bookkeeping.
+_INTERNAL_FIELDS = {"token_hash", "owner", "lease_until"}
+_STATUS_STYLES = {"SUCCEEDED": "green", "FAILED": "red", "REJECTED": "red", "TIMED_OUT": "red"}
+
+
+def console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=stderr)
+
+
+def emit_json(data: Any) -> None:
+    import typer
+
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False))
+
+
+def task_dict(task: Task) -> dict[str, Any]:
+    return task.model_dump(mode="json", exclude=_INTERNAL_FIELDS)
+
+
+def styled_status(status: str) -> str:
+    style = _STATUS_STYLES.get(status, "yellow")
+    return f"[{style}]{status}[/{style}]"
+
+
+def table(title: str | None, columns: Sequence[str]) -> Table:
+    from rich.table import Table
+
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    return grid
+
+
+def task_detail(task: Task) -> Table:
+    """One task, field by field."""
+    from rich.table import Table
+
+    grid = Table(show_header=False, box=None, pad_edge=False)
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("task", task.task_id),
+        ("status", styled_status(task.status.value)),
+        ("source", f"s3://{task.source.bucket}/{task.source.key}"),
+        ("route", task.provider.name),
+        ("provider task", task.provider.task_id or "-"),
+        ("options", _options(task)),
+        ("received", iso(task.received_at)),
+        ("submitted", iso(task.submitted_at)),
+        ("finished", iso(task.finished_at)),
+        ("estimated cost", _usd(task.estimated_cost_usd)),
+    ]
+    if task.video:
+        rows.append(("video", f"s3://{task.video.bucket}/{task.video.key} ({task.video.size:,} bytes)"))
+    if task.error:
+        rows.append(("error", f"{task.error.code}: {task.error.message}"))
+    elif task.last_error:
+        rows.append(("last error", f"{task.last_error.code}: {task.last_error.message}"))
+    attempts = getattr(task, "attempts", [])
+    if attempts:
+        rows.append(("attempts", "; ".join(f"{a.route} {a.outcome.value}" for a in attempts)))
+    for name, value in rows:
+        grid.add_row(name, value)
+    return grid
+
+
+def tasks_table(title: str, tasks: Iterable[Task]) -> Table:
+    grid = table(title, ["task", "status", "route", "received", "source key", "error"])
+    for task in tasks:
+        grid.add_row(
+            task.task_id,
+            styled_status(task.status.value),
+            task.provider.name,
+            iso(task.received_at),
+            task.source.key,
+            task.error.code if task.error else "",
+        )
+    return grid
+
+
+def _options(task: Task) -> str:
+    options = task.options
+    parts = [options.resolution, f"{options.duration} s"]
+    if options.model:
+        parts.append(f"model {options.model}")
+    if options.prompt:
+        parts.append(repr(options.prompt if len(options.prompt) <= 60 else options.prompt[:57] + "..."))
+    return ", ".join(parts)
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.4f}"

@@ -124,11 +124,16 @@ def test_the_provider_metadata_key_picks_a_configured_route_and_a_polling_route_
 
 
 @pytest.mark.parametrize(
-    ("metadata", "code", "words"),
+    ("metadata", "code", "words", "estimate"),
     [
-        ({"provider": "nowhere"}, "ROUTE_NOT_CONFIGURED", "'nowhere' is not configured"),
-        ({"provider": "dashscope", "model": "1.1"}, "UNSUPPORTED_OPTION", "HappyHorse 1.1"),
-        ({"provider": "dashscope", "duration": "12"}, "UNSUPPORTED_OPTION", "duration 12 s (takes 3..10 s)"),
+        ({"provider": "nowhere"}, "ROUTE_NOT_CONFIGURED", "'nowhere' is not configured", None),
+        ({"provider": "dashscope", "model": "1.1"}, "UNSUPPORTED_OPTION", "HappyHorse 1.1", 0.5),
+        (
+            {"provider": "dashscope", "duration": "12"},
+            "UNSUPPORTED_OPTION",
+            "duration 12 s (takes 3..10 s)",
+            1.2,
+        ),
     ],
 )
 def test_a_route_or_option_the_stack_cannot_serve_is_rejected_before_any_paid_call(
@@ -139,14 +144,16 @@ def test_a_route_or_option_the_stack_cannot_serve_is_rejected_before_any_paid_ca
     metadata: dict[str, str],
     code: str,
     words: str,
+    estimate: float | None,
 ) -> None:
     assert run("incoming/c.png", metadata) is SubmitOutcome.REJECTED
     assert magnific.submitted == [] and dashscope.submitted == []
     [task] = notifications.sent
     assert task.status is TaskStatus.REJECTED
     assert task.error is not None and task.error.code == code and words in task.error.message
-    # The task (and its notification) names the route whose rules judged it
-    assert task.provider.name == metadata["provider"] and task.estimated_cost_usd is None
+    # The task (and its notification) names the route whose rules judged it, and what it
+    # would have charged (nothing for a route the stack does not have)
+    assert task.provider.name == metadata["provider"] and task.estimated_cost_usd == estimate
 
 
 def test_a_confirmed_failure_lets_the_retry_fail_over_to_the_next_route(

@@ -22,6 +22,8 @@ class Settings(BaseModel):
     table_name: str = Field(alias="TABLE_NAME")
     bucket_name: str = Field(alias="BUCKET_NAME")
     topic_arn: str = Field(alias="TOPIC_ARN")
+    event_bus_name: str = Field(default="", alias="EVENT_BUS_NAME")
+    """The EventBridge bus that also receives every notification; empty: none (EventBusEnabled)."""
     uploads_queue_url: str = Field(default="", alias="UPLOADS_QUEUE_URL")
     finalize_queue_url: str = Field(default="", alias="FINALIZE_QUEUE_URL")
     incoming_prefix: str = Field(default="incoming/", alias="INCOMING_PREFIX")
@@ -73,6 +75,15 @@ class Settings(BaseModel):
     reconcile_after_seconds: int = Field(default=600, ge=0, alias="RECONCILE_AFTER_SECONDS")
     task_deadline_seconds: int = Field(default=7200, ge=60, alias="TASK_DEADLINE_SECONDS")
     retention_days: int = Field(default=90, ge=1, alias="RETENTION_DAYS")
+
+    # The upload audit (i2v/usecases/audit.py).
+    uploads_dead_letter_queue_url: str = Field(default="", alias="UPLOADS_DEAD_LETTER_QUEUE_URL")
+    audit_grace_seconds: int = Field(default=3600, ge=0, alias="AUDIT_GRACE_SECONDS")
+    audit_page_budget: int = Field(default=50, ge=1, alias="AUDIT_PAGE_BUDGET")
+    audit_repair: bool = Field(default=True, alias="AUDIT_REPAIR")
+    daily_budget_usd: float = Field(default=0.0, ge=0, alias="DAILY_BUDGET_USD")
+    """The cap on a UTC day's estimated spend (i2v/budget.py); 0 is no cap, and no call."""
+    over_budget_action: Literal["wait", "reject"] = Field(default="wait", alias="OVER_BUDGET_ACTION")
 
     @field_validator("video_allowed_hosts", "routes", mode="before")
     @classmethod

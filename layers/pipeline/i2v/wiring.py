@@ -23,6 +23,7 @@ from i2v.tasks.store import TaskStore
 if TYPE_CHECKING:
     import httpx
 
+    from i2v.budget import Budget
     from i2v.domain import Task
     from i2v.notify import SnsNotifier
     from i2v.providers.base import Provider
@@ -30,12 +31,13 @@ if TYPE_CHECKING:
     from i2v.redelivery import Redelivery
     from i2v.routing import RouteChoice
     from i2v.storage import SourceStore
+    from i2v.usecases.audit import AuditReport
     from i2v.usecases.callback import CallbackRequest
     from i2v.usecases.finalize import FetchVideo, Finalizer, FindStoredVideo, StoredVideo
     from i2v.usecases.outcome import Endings
     from i2v.usecases.poll import Poller, PollOrder
     from i2v.usecases.progress import FinalizeOrder, Progress, UpdateOutcome
-    from i2v.usecases.submit import ChosenRoute, SubmitOutcome, Upload
+    from i2v.usecases.submit import ChosenRoute, Resume, SubmitOutcome, Upload
 
 
 class SecretCredentials:
@@ -78,7 +80,12 @@ def source_store() -> SourceStore:
 def notifier() -> SnsNotifier:
     from i2v.notify import SnsNotifier
 
-    return SnsNotifier(client("sns"), settings().topic_arn)
+    config = settings()
+    if not config.event_bus_name:  # no bus: no EventBridge client, no call
+        return SnsNotifier(client("sns"), config.topic_arn)
+    return SnsNotifier(
+        client("sns"), config.topic_arn, events_client=client("events"), event_bus=config.event_bus_name
+    )
 
 
 @cache
@@ -154,9 +161,24 @@ def routing() -> StackRouting:
     return StackRouting(RouteChoice(routes=config.routes, breaker=breaker))
 
 
+@cache
+def budget() -> Budget | None:
+    """The daily budget guard; None without a cap, so the submit step makes no call for it."""
+    config = settings()
+    if config.daily_budget_usd <= 0:
+        return None
+    from i2v.budget import Budget, BudgetConfig
+
+    return Budget(
+        client("dynamodb"),
+        config.table_name,
+        BudgetConfig(daily_usd=config.daily_budget_usd, over_budget=config.over_budget_action),
+    )
+
+
 def notify(task: Task) -> None:
-    """Publishes a task's outcome; the SNS client is made on the first notification, so a
-    path that ends no task never creates it."""
+    """Publishes a task's outcome (on the topic, and the bus if the stack has one); the
+    clients are made on the first notification, so a path that ends no task never creates them."""
     notifier().publish(task)
 
 
@@ -250,14 +272,14 @@ def _redelivery(queue_url: str, base_seconds: float, max_seconds: float) -> Rede
 # -- use cases, collaborators bound ----------------------------------------------------------
 
 
-def submit() -> Callable[[Upload, str], SubmitOutcome]:
-    """(upload, owner: the queue message id) -> what became of it."""
+def submit() -> Callable[[Upload | Resume, str], SubmitOutcome]:
+    """(upload or deferred task, owner: the queue message id) -> what became of it."""
     from i2v.observability import metrics
     from i2v.usecases.submit import SubmitConfig, submit_upload
 
     config = settings()
 
-    def run(upload: Upload, owner: str) -> SubmitOutcome:
+    def run(upload: Upload | Resume, owner: str) -> SubmitOutcome:
         return submit_upload(
             upload,
             owner=owner,
@@ -275,6 +297,7 @@ def submit() -> Callable[[Upload, str], SubmitOutcome]:
             endings=endings(),
             metrics=metrics,
             clock=time.time,
+            budget=budget(),
             first_poll=poller().first,
         )
 
@@ -329,6 +352,17 @@ def finalizer() -> Finalizer:
     )
 
 
+def resume_deferred(task_id: str) -> None:
+    """Sends a deferred task whose day has come back to the uploads queue."""
+    import json
+
+    from i2v.usecases.submit import Resume
+
+    client("sqs").send_message(
+        QueueUrl=settings().uploads_queue_url, MessageBody=json.dumps(Resume(task_id=task_id).message())
+    )
+
+
 def reconciler() -> Callable[[Callable[[], float]], Counter[str]]:
     """(seconds left in this invocation) -> what was done."""
     from i2v.usecases.reconcile import ReconcileConfig, reconcile
@@ -346,7 +380,48 @@ def reconciler() -> Callable[[Callable[[], float]], Counter[str]]:
             providers=provider,
             progress=progress(),
             endings=endings(),
+            resume=resume_deferred,
             time_left=time_left,
         )
+
+    return run
+
+
+def auditor() -> Callable[[Callable[[], float]], AuditReport]:
+    """(seconds left in this invocation) -> what the scheduled upload audit found and did."""
+    from i2v.observability import metrics
+    from i2v.usecases.audit import (
+        AuditConfig,
+        AuditReads,
+        UploadAudit,
+        WatermarkStore,
+        queue_depth,
+        renotifier,
+        sqs_sender,
+    )
+
+    config = settings()
+    dynamodb = client("dynamodb")
+    audit = UploadAudit(
+        config=AuditConfig(
+            bucket=config.bucket_name,
+            incoming_prefix=config.incoming_prefix,
+            videos_prefix=config.videos_prefix,
+            grace_seconds=config.audit_grace_seconds,
+            max_age_seconds=config.retention_days * 86_400,
+            page_budget=config.audit_page_budget,
+        ),
+        s3=client("s3"),
+        reads=AuditReads(dynamodb, config.table_name),
+        watermarks=WatermarkStore(dynamodb, config.table_name),
+        enqueue_upload=sqs_sender(client("sqs"), config.uploads_queue_url),
+        renotify=renotifier(task_store(), endings().announce),
+        dead_letters_waiting=queue_depth(client("sqs"), config.uploads_dead_letter_queue_url),
+        metrics=metrics,
+        clock=time.time,
+    )
+
+    def run(time_left: Callable[[], float]) -> AuditReport:
+        return audit(repair=config.audit_repair, time_left=time_left)
 
     return run

@@ -9,7 +9,11 @@ state going backwards. A write whose condition fails returns the item as it was
 Open tasks carry `open_shard`/`open_since`, the keys of the sparse `open-tasks` index the
 reconciler queries; the write that ends a task removes them. A terminal task whose
 notification could not be published is put back (`reopen_for_notification`), so the
-reconciler sends it again.
+reconciler sends it again. A DEFERRED task's `open_since` is when it may be submitted
+again (`deferred_until`), so the reconciler meets it only then.
+
+Each provider attempt's answer is appended to the task's `attempts` in the write that
+records it (i2v/attempts.py): no write of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from i2v.attempts import Attempt
 from i2v.domain import TERMINAL_STATES, Task, TaskStatus
 from i2v.tasks.lifecycle import entered_from
 
@@ -171,14 +176,18 @@ class TaskStore:
             remove=["released"],
         ).task
 
-    def mark_submitted(self, task_id: str, *, provider_task_id: str, now: float) -> Task | None:
-        """Record the provider's task id; RECEIVED becomes SUBMITTED.
+    def mark_submitted(
+        self, task_id: str, *, provider_task_id: str, now: float, attempt: Attempt | None = None
+    ) -> Task | None:
+        """Record the provider's task id (and the accepted `attempt`); RECEIVED becomes SUBMITTED.
 
         A fast provider may have called back already (the task is RUNNING or further);
-        then only the provider's id and the submission time are recorded.
+        then only the provider's id, the submission time and the attempt are recorded.
         """
         fields = {"provider.task_id": provider_task_id, "submitted_at": now}
-        written = self.move(task_id, TaskStatus.SUBMITTED, now=now, set_=fields, remove=["lease_until"])
+        written = self.move(
+            task_id, TaskStatus.SUBMITTED, now=now, set_=fields, remove=["lease_until"], attempt=attempt
+        )
         if written.applied or written.before is None:
             return written.task
         return self._update(
@@ -187,9 +196,18 @@ class TaskStore:
             set_={"submitted_at": now},
             set_if_absent={"provider.task_id": provider_task_id},
             remove=["lease_until"],
+            attempt=attempt,
         ).task
 
-    def release_submission(self, task_id: str, *, owner: str, error: Mapping[str, str], now: float) -> None:
+    def release_submission(
+        self,
+        task_id: str,
+        *,
+        owner: str,
+        error: Mapping[str, str],
+        now: float,
+        attempt: Attempt | None = None,
+    ) -> None:
         """Give a submission the provider confirmed it did not take (a refusal, a 429 or
         5xx answer, no connection) back to the queue's retries; `released` says a retry
         may go to another route."""
@@ -199,14 +217,64 @@ class TaskStore:
             values={":received": TaskStatus.RECEIVED.value, ":owner": owner},
             set_={"last_error": dict(error), "updated_at": now, "released": True},
             remove=["lease_until"],
+            attempt=attempt,
         )
 
-    def hold_unconfirmed(self, task_id: str, *, error: Mapping[str, str], now: float) -> Task | None:
+    def hold_unconfirmed(
+        self, task_id: str, *, error: Mapping[str, str], now: float, attempt: Attempt | None = None
+    ) -> Task | None:
         """A submission sent but never answered: RECEIVED becomes UNCONFIRMED, never
         submitted again; a webhook or the reconciler settles it."""
         return self.move(
-            task_id, TaskStatus.UNCONFIRMED, now=now, set_={"last_error": dict(error)}, remove=["lease_until"]
+            task_id,
+            TaskStatus.UNCONFIRMED,
+            now=now,
+            set_={"last_error": dict(error)},
+            remove=["lease_until"],
+            attempt=attempt,
         ).task
+
+    # -- the budget's wait -------------------------------------------------------------
+
+    def defer(self, task_id: str, *, owner: str, until: float, now: float, error: Mapping[str, str]) -> Write:
+        """Park a claimed task over the day's budget until `until`; its place on the
+        open-tasks index is that time, so the reconciler finds it when it is due."""
+        return self._update(
+            task_id,
+            condition="#status = :received AND #owner = :owner",
+            values={":received": TaskStatus.RECEIVED.value, ":owner": owner},
+            set_={
+                "status": TaskStatus.DEFERRED.value,
+                "deferred_until": until,
+                "open_since": until,
+                "updated_at": now,
+                "last_error": dict(error),
+            },
+            remove=["lease_until"],
+        )
+
+    def resume_deferred(
+        self, task_id: str, *, owner: str, token_hash: str, now: float, lease_until: float
+    ) -> Write:
+        """Claim a deferred task whose day has come for this message: back to RECEIVED, to
+        be submitted; refused when it is not due or another message has it."""
+        condition, values = self._entered_from(TaskStatus.RECEIVED)
+        return self._update(
+            task_id,
+            condition=f"{condition} AND deferred_until <= :now",
+            values=values | {":now": now},
+            set_={
+                "status": TaskStatus.RECEIVED.value,
+                "owner": owner,
+                "token_hash": token_hash,
+                "lease_until": lease_until,
+                "updated_at": now,
+                "open_since": now,
+                "resumed_at": now,
+            },
+            add={"submit_attempts": 1},
+            remove=["deferred_until"],
+        )
 
     # -- progress ----------------------------------------------------------------------
 
@@ -221,6 +289,7 @@ class TaskStore:
         provider_task_id: str | None = None,
         set_: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
+        attempt: Attempt | None = None,
     ) -> Write:
         """Move an open task to the open state `to`, if the lifecycle allows it from where it is.
 
@@ -250,7 +319,13 @@ class TaskStore:
             first_time["provider.task_id"] = provider_task_id
         first_time = {field: value for field, value in first_time.items() if field not in fields}
         return self._update(
-            task_id, condition=condition, values=values, set_=fields, set_if_absent=first_time, remove=remove
+            task_id,
+            condition=condition,
+            values=values,
+            set_=fields,
+            set_if_absent=first_time,
+            remove=remove,
+            attempt=attempt,
         )
 
     def hand_over(
@@ -271,7 +346,14 @@ class TaskStore:
     # -- the end -----------------------------------------------------------------------
 
     def end(
-        self, task_id: str, to: TaskStatus, *, owner: str, now: float, set_: Mapping[str, Any] | None = None
+        self,
+        task_id: str,
+        to: TaskStatus,
+        *,
+        owner: str,
+        now: float,
+        set_: Mapping[str, Any] | None = None,
+        attempt: Attempt | None = None,
     ) -> Write:
         """The one write that ends a task: allowed from the lifecycle's states, by its owner
         only; the task leaves the open-tasks index in the same write."""
@@ -292,6 +374,7 @@ class TaskStore:
             values=values,
             set_=fields,
             remove=[*_OPEN_KEYS, "lease_until", "outcome"],
+            attempt=attempt,
         )
 
     def reopen_for_notification(self, task_id: str, *, now: float) -> Task | None:
@@ -338,8 +421,11 @@ class TaskStore:
         remove: Iterable[str] = (),
         add: Mapping[str, int] | None = None,
         set_if_absent: Mapping[str, Any] | None = None,
+        attempt: Attempt | None = None,
     ) -> Write:
         expression = _UpdateExpression(values)
+        if attempt is not None:
+            expression.append("attempts", attempt.model_dump(mode="json", exclude_none=True))
         for field, value in (set_ or {}).items():
             expression.set(field, value)
         for field, value in (set_if_absent or {}).items():
@@ -419,6 +505,11 @@ class _UpdateExpression:
     def set_if_absent(self, field: str, value: Any) -> None:
         path = self._path(field)
         self._set[field] = f"{path} = if_not_exists({path}, {self._value(value)})"
+
+    def append(self, field: str, item: Any) -> None:
+        path = self._path(field)
+        empty, items = self._value([]), self._value([item])
+        self._set[field] = f"{path} = list_append(if_not_exists({path}, {empty}), {items})"
 
     def remove(self, field: str) -> None:
         if field not in self._set and self._path(field) not in self._remove:

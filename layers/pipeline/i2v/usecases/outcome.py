@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from i2v.domain import ErrorInfo, Task, TaskStatus
 from i2v.observability import MetricsSink, MetricUnit, logger
 from i2v.tasks.store import TaskStore
+
+if TYPE_CHECKING:
+    from i2v.attempts import Attempt
 
 OUTCOME_METRICS = {
     TaskStatus.SUCCEEDED: "TasksSucceeded",
@@ -43,12 +46,14 @@ class Endings:
         owner: str,
         error: ErrorInfo | None = None,
         set_: Mapping[str, Any] | None = None,
+        attempt: Attempt | None = None,
     ) -> Task | None:
-        """Move the task to a terminal `status` and announce it; None if it was not ours to end."""
+        """Move the task to a terminal `status` and announce it; None if it was not ours to end.
+        `attempt` is the provider attempt that ended it at submission (a refusal)."""
         fields = dict(set_ or {})
         if error is not None:
             fields["error"] = error.model_dump()
-        written = self.store.end(task_id, status, owner=owner, now=self.clock(), set_=fields)
+        written = self.store.end(task_id, status, owner=owner, now=self.clock(), set_=fields, attempt=attempt)
         if written.task is not None:
             ended = written.task
             self.metrics.add_metric(name=OUTCOME_METRICS[status], unit=MetricUnit.Count, value=1)
@@ -75,5 +80,16 @@ class Endings:
             logger.exception("notification not published; the reconciler will retry it")
             self.store.reopen_for_notification(task.task_id, now=self.clock())
             return False
-        logger.info("outcome notified", extra={"status": task.status.value})
+        # The dashboard counts outcomes per route from this line (template.yaml, Dashboard).
+        logger.info("outcome notified", extra={"status": task.status.value, "route": task.provider.name})
         return True
+
+    def announce_deferral(self, task: Task) -> None:
+        """Publish that a task waits for the next day's budget. A failed publish is logged
+        only: the task still comes back by itself, and its outcome is announced then."""
+        try:
+            self.notify(task)
+        except Exception:
+            logger.exception("deferral not published; the task still comes back when the budget resets")
+            return
+        logger.info("deferral notified")

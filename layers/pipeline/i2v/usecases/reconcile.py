@@ -35,9 +35,13 @@ def reconcile(
     providers: Callable[[str], Provider],
     progress: Progress,
     endings: Endings,
+    resume: Callable[[str], None] = lambda task_id: None,
     time_left: Callable[[], float] = lambda: float("inf"),
 ) -> Counter[str]:
     """Visit open tasks unchanged for `reconcile_after_seconds`; returns what was done.
+
+    A deferred task is met once its day has come (its `open_since` is then): `resume`
+    sends it back to the uploads queue, which submits it.
 
     Each task is polled through the route recorded on it (`providers(name)`), never the
     stack's current one: changing the primary route leaves tasks in flight where they are.
@@ -55,7 +59,7 @@ def reconcile(
             break
         logger.set_correlation_id(task.task_id)
         try:
-            report[_visit(task, config, providers, progress, endings)] += 1
+            report[_visit(task, config, providers, progress, endings, resume)] += 1
         except PipelineError as exc:
             logger.warning("task not reconciled this time", extra={"code": exc.code, "reason": exc.message})
             report["errors"] += 1
@@ -69,11 +73,15 @@ def _visit(
     providers: Callable[[str], Provider],
     progress: Progress,
     endings: Endings,
+    resume: Callable[[str], None],
 ) -> str:
     now = progress.clock()
     if task.status.is_terminal:
         return _renotify(task, progress, endings)
-    past_deadline = now - task.received_at > config.task_deadline_seconds
+    if task.status is TaskStatus.DEFERRED:
+        return _resume(task, resume, now=now)
+    # A deferred task's time counts from when it came back, not from its upload.
+    past_deadline = now - (task.resumed_at or task.received_at) > config.task_deadline_seconds
     if task.status is TaskStatus.FINALIZING:
         return _revive_finalization(task, config, progress, now=now, past_deadline=past_deadline)
     if past_deadline:
@@ -96,6 +104,16 @@ def _poll(task: Task, providers: Callable[[str], Provider], progress: Progress) 
     if update.state is ProviderState.RUNNING and not may_move(task.status, TaskStatus.RUNNING):
         return "unchanged"  # no write: the lifecycle would refuse it anyway
     return apply_update(task.task_id, update, progress, via="reconcile", route=task.provider.name).value
+
+
+def _resume(task: Task, resume: Callable[[str], None], *, now: float) -> str:
+    """A deferred task whose day has come goes back to the uploads queue. Sent again on
+    every run until the submit step takes it: a resume that finds it taken already is
+    acknowledged as a duplicate."""
+    if task.deferred_until is not None and task.deferred_until > now:
+        return "deferred"
+    resume(task.task_id)
+    return "resumed"
 
 
 def _settle_unconfirmed(task: Task, config: ReconcileConfig, progress: Progress, *, now: float) -> str:

@@ -8,6 +8,8 @@ from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import quote, unquote_plus
 
+from i2v.attempts import Attempt, AttemptError, AttemptOutcome
+from i2v.budget import Budget, OverBudget, Reservation
 from i2v.domain import (
     ErrorInfo,
     Options,
@@ -42,6 +44,7 @@ class SubmitOutcome(StrEnum):
     REJECTED = "rejected"
     FAILED = "failed"
     DUPLICATE = "duplicate"
+    DEFERRED = "deferred"
     SKIPPED = "skipped"
     UNCONFIRMED = "unconfirmed"
 
@@ -65,9 +68,23 @@ class Upload:
         return self.version_id or self.sequencer or f"{self.etag}@{self.event_time}"
 
 
-def uploads_in(message: dict[str, Any]) -> Iterator[Upload]:
-    """The S3 records in one notification; nothing for `s3:TestEvent`."""
+@dataclass(frozen=True)
+class Resume:
+    """A deferred task whose day has come, sent back to the uploads queue by the reconciler."""
+
+    task_id: str
+
+    def message(self) -> dict[str, Any]:
+        return {"resume": {"task_id": self.task_id}}
+
+
+def uploads_in(message: dict[str, Any]) -> Iterator[Upload | Resume]:
+    """The S3 records in one notification (nothing for `s3:TestEvent`), or the deferred
+    task a reconciler's message resumes."""
     if message.get("Event") == "s3:TestEvent":
+        return
+    if "resume" in message:
+        yield Resume(task_id=str(message["resume"]["task_id"]))
         return
     for record in message.get("Records", []):
         if not str(record.get("eventName", "")).startswith("ObjectCreated"):
@@ -123,7 +140,7 @@ class SubmitConfig:
 
 
 def submit_upload(
-    upload: Upload,
+    upload: Upload | Resume,
     *,
     owner: str,
     config: SubmitConfig,
@@ -133,17 +150,25 @@ def submit_upload(
     endings: Endings,
     metrics: MetricsSink,
     clock: Callable[[], float],
+    budget: Budget | None = None,
     first_poll: Callable[[PollOrder], None] = lambda order: None,
 ) -> SubmitOutcome:
-    """Take one upload to SUBMITTED (or REJECTED / FAILED). `owner` is the queue message.
+    """Take one upload to SUBMITTED (or REJECTED / FAILED / DEFERRED). `owner` is the queue message.
 
     Two writes on the way: the claim, which already holds the image's facts, the options,
-    the route and the callback token's hash (a fast provider may call back at once), then
-    the provider's task id. An image or option the route cannot take is rejected before
-    any paid call. A polling route's task gets its first status check scheduled
-    (`first_poll`). Raises ProviderUnavailable when the provider cannot take the task now:
-    the message comes back later, and the task stays claimable.
+    the route, its cost estimate and the callback token's hash (a fast provider may call
+    back at once), then the provider's task id. An image or option the route cannot take
+    is rejected before any paid call. With a daily budget, its reservation is a third
+    write, just before the paid call (i2v/budget.py). A polling route's task gets its
+    first status check scheduled (`first_poll`). Raises ProviderUnavailable when the
+    provider cannot take the task now: the message comes back later, and the task stays
+    claimable.
     """
+    guard = _Guard(budget, store, endings, metrics, clock)
+    if isinstance(upload, Resume):
+        return _resume(
+            upload, owner, config, store, sources, routing, endings, metrics, clock, guard, first_poll
+        )
     if not upload.key.startswith(config.incoming_prefix) or upload.key.endswith("/"):
         logger.info("not an upload under the incoming prefix, skipped")
         return SubmitOutcome.SKIPPED
@@ -177,7 +202,8 @@ def submit_upload(
         provider=ProviderRef(name=route.name if route else (options.provider or _REJECTED_ROUTE)),
         token_hash=hash_token(token),
         owner=owner,
-        estimated_cost_usd=route.settings.estimate_cost_usd(options) if route and not rejection else None,
+        # Rejected ones too: their notification says what the route would have charged.
+        estimated_cost_usd=route.settings.estimate_cost_usd(options) if route else None,
         received_at=now,
         updated_at=now,
     )
@@ -193,7 +219,75 @@ def submit_upload(
         return SubmitOutcome.REJECTED
     assert route is not None
     return _submit(
-        claimed, route, token, owner, config, store, sources, routing, endings, metrics, clock, first_poll
+        claimed,
+        route,
+        token,
+        owner,
+        config,
+        store,
+        sources,
+        routing,
+        endings,
+        metrics,
+        clock,
+        guard,
+        first_poll,
+    )
+
+
+def _resume(
+    resume: Resume,
+    owner: str,
+    config: SubmitConfig,
+    store: TaskStore,
+    sources: SourceStore,
+    routing: Routing,
+    endings: Endings,
+    metrics: MetricsSink,
+    clock: Callable[[], float],
+    guard: _Guard,
+    first_poll: Callable[[PollOrder], None],
+) -> SubmitOutcome:
+    """A deferred task, due: claimed back to RECEIVED for this message and submitted where
+    it was to go (its image and options were checked when it was uploaded)."""
+    logger.set_correlation_id(resume.task_id)
+    token = new_token()
+    now = clock()
+    lease_until = now + config.submit_lease_seconds
+    written = store.resume_deferred(
+        resume.task_id, owner=owner, token_hash=hash_token(token), now=now, lease_until=lease_until
+    )
+    claimed = written.task
+    if claimed is None and written.before is not None and written.before.status is TaskStatus.RECEIVED:
+        # An earlier try of a resume claimed it and died before the provider's answer.
+        claimed = store.claim_submission(
+            resume.task_id,
+            owner=owner,
+            token_hash=hash_token(token),
+            now=now,
+            lease_until=lease_until,
+            route=written.before.provider.name,
+            estimated_cost_usd=written.before.estimated_cost_usd,
+        )
+    if claimed is None:
+        logger.info("deferred task not due, or already resumed: message acknowledged")
+        return SubmitOutcome.DUPLICATE
+    logger.info("deferred task resumed")
+    route = routing.named(claimed.provider.name)
+    return _submit(
+        claimed,
+        route,
+        token,
+        owner,
+        config,
+        store,
+        sources,
+        routing,
+        endings,
+        metrics,
+        clock,
+        guard,
+        first_poll,
     )
 
 
@@ -209,34 +303,69 @@ def _submit(
     endings: Endings,
     metrics: MetricsSink,
     clock: Callable[[], float],
+    guard: _Guard,
     first_poll: Callable[[PollOrder], None],
 ) -> SubmitOutcome:
-    """The paid call, and what its answer means for the task."""
+    """The budget's reservation, the paid call, and what its answer means for the task
+    (and for the attempt recorded with it)."""
     task_id = claimed.task_id
     provider = route.provider
+    try:
+        reservation = guard.reserve(claimed)
+    except OverBudget as exc:
+        return guard.over_budget(claimed, exc, owner)
+    started_at = clock()
+    estimate = claimed.estimated_cost_usd
+
+    def attempt(outcome: AttemptOutcome, exc: PipelineError | None = None, **fields: Any) -> Attempt:
+        error = AttemptError(code=exc.code, message=exc.message) if exc else None
+        charge = estimate if outcome in (AttemptOutcome.ACCEPTED, AttemptOutcome.UNCONFIRMED) else 0.0
+        return Attempt(
+            route=provider.name,
+            started_at=started_at,
+            outcome=outcome,
+            error=error,
+            estimated_charge_usd=charge,
+            **fields,
+        )
+
     try:
         provider_task_id = provider.submit(_request(claimed, token, config, sources, provider))
     except ProviderRejected as exc:
         logger.warning("provider refused the task", extra={"code": exc.code, "reason": exc.message})
-        endings.end(task_id, TaskStatus.FAILED, owner=owner, error=_error(exc))
+        guard.refund(reservation)
+        refused = attempt(AttemptOutcome.REFUSED, exc, ended_at=clock())
+        endings.end(task_id, TaskStatus.FAILED, owner=owner, error=_error(exc), attempt=refused)
         return SubmitOutcome.FAILED
     except ProviderOutcomeUnknown as exc:
         # The provider may have made the task: never submitted again, never moved to
-        # another route. Its webhook (or the reconciler, after the hold) settles it.
+        # another route. Its webhook (or the reconciler, after the hold) settles it. Its
+        # reservation stays: it may be billed.
         routing.failed(provider.name)
-        store.hold_unconfirmed(task_id, error=_error(exc).model_dump(), now=clock())
+        now = clock()
+        held = attempt(AttemptOutcome.UNCONFIRMED, exc)
+        store.hold_unconfirmed(task_id, error=_error(exc).model_dump(), now=now, attempt=held)
         logger.warning("submission outcome unknown; task held", extra={"reason": exc.message})
         metrics.add_metric(name="SubmissionsUnconfirmed", unit=MetricUnit.Count, value=1)
         return SubmitOutcome.UNCONFIRMED
     except ProviderUnavailable as exc:
         routing.failed(provider.name)
-        store.release_submission(task_id, owner=owner, error=_error(exc).model_dump(), now=clock())
+        # Given back before the retry reserves again, so the task is counted once.
+        guard.refund(reservation)
+        now = clock()
+        unavailable = attempt(AttemptOutcome.UNAVAILABLE, exc, ended_at=now)
+        store.release_submission(
+            task_id, owner=owner, error=_error(exc).model_dump(), now=now, attempt=unavailable
+        )
         metrics.add_metric(name="ProviderUnavailable", unit=MetricUnit.Count, value=1)
         raise
     submitted_at = clock()
-    store.mark_submitted(task_id, provider_task_id=provider_task_id, now=submitted_at)
+    accepted = attempt(AttemptOutcome.ACCEPTED, provider_task_id=provider_task_id)
+    store.mark_submitted(task_id, provider_task_id=provider_task_id, now=submitted_at, attempt=accepted)
     logger.info("submitted", extra={"provider_task_id": provider_task_id, "route": provider.name})
     metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=1)
+    if estimate is not None:
+        metrics.add_metric(name="EstimatedCostUsd", unit=MetricUnit.Count, value=estimate)
     if not provider.supports_webhooks:
         _schedule_first_poll(
             PollOrder(
@@ -250,6 +379,53 @@ def _submit(
             metrics,
         )
     return SubmitOutcome.SUBMITTED
+
+
+@dataclass(frozen=True)
+class _Guard:
+    """The daily budget around one submission: off (no call) when there is no budget."""
+
+    budget: Budget | None
+    store: TaskStore
+    endings: Endings
+    metrics: MetricsSink
+    clock: Callable[[], float]
+
+    def reserve(self, task: Task) -> Reservation | None:
+        if self.budget is None:
+            return None
+        if task.estimated_cost_usd is None and self.budget.config.enabled:
+            logger.info("the route has no price: the task is not counted against the budget")
+        reservation = self.budget.reserve(task.estimated_cost_usd, now=self.clock())
+        if reservation is not None:
+            self.metrics.add_metric(
+                name="BudgetSpentTodayUsd", unit=MetricUnit.Count, value=reservation.spent_usd
+            )
+        return reservation
+
+    def refund(self, reservation: Reservation | None) -> None:
+        if self.budget is not None:
+            self.budget.refund(reservation)
+
+    def over_budget(self, task: Task, exc: OverBudget, owner: str) -> SubmitOutcome:
+        """Reject the task, or park it until the budget resets (OverBudgetAction)."""
+        assert self.budget is not None
+        logger.warning("over the daily budget", extra={"reason": exc.message})
+        if self.budget.config.over_budget == "reject":
+            self.endings.end(task.task_id, TaskStatus.REJECTED, owner=owner, error=_error(exc))
+            return SubmitOutcome.REJECTED
+        written = self.store.defer(
+            task.task_id,
+            owner=owner,
+            until=exc.resets_at.timestamp(),
+            now=self.clock(),
+            error=_error(exc).model_dump(),
+        )
+        if written.task is None:
+            logger.info("task not deferred: no longer this message's to submit")
+            return SubmitOutcome.DUPLICATE
+        self.endings.announce_deferral(written.task)
+        return SubmitOutcome.DEFERRED
 
 
 # The route recorded on a task rejected before any route could take it (an upload that

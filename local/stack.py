@@ -62,6 +62,7 @@ HTTP_API_ENVIRONMENTS = 4
 # The task table's attribute and index for "tasks of this upload" (see i2v/tasks/store.py).
 SOURCE_URI_ATTRIBUTE = "source_uri"
 POLL_SECONDS = 0.2
+RECONCILE_FUNCTION = "ReconcileFunction"
 # A shortened queue visibility stays this far above its function's timeout.
 VISIBILITY_MARGIN_SECONDS = 10
 
@@ -131,7 +132,8 @@ class LocalStack(BackgroundService):
 
     `parameters` override the template's parameter defaults (`routes` is its `Routes`,
     primary first); `environment` adds to (and wins over) every function's environment,
-    after the local overrides; a `reconcile_interval_seconds` replaces the schedule's rate;
+    after the local overrides; a `reconcile_interval_seconds` replaces the reconciler's
+    schedule rate (other schedules, the audit's, keep theirs: tests invoke it when they need it);
     `poll_seconds` replaces the polling routes' first-check delay and interval (the
     deployed defaults are minutes and 15 s); `simulator_options` go to every route's
     simulator; the functions' output goes to `function_log` (default: stderr);
@@ -508,7 +510,8 @@ class LocalStack(BackgroundService):
         event_name: str,
         properties: Mapping[str, Any],
     ) -> None:
-        interval = self._schedule_interval or rate_seconds(str(properties["Schedule"]))
+        override = self._schedule_interval if spec.logical_id == RECONCILE_FUNCTION else None
+        interval = override or rate_seconds(str(properties["Schedule"]))
         # SAM names the rule after the function and the event.
         rule_name = f"{self.stack_name}-{spec.logical_id}{event_name}-LOCAL"
         timer = ScheduleTimer(

@@ -7,7 +7,9 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-FUNCTIONS = ("SubmitFunction", "CallbackFunction", "ReconcileFunction")
+FUNCTIONS = ("SubmitFunction", "CallbackFunction", "ReconcileFunction", "AuditFunction")
+# The functions that call a provider, with its route's secrets.
+SECRET_READERS = ("SubmitFunction", "CallbackFunction", "ReconcileFunction")
 
 # ${Name} or ${Name.Attribute} in a Fn::Sub string; ${!Literal} is no reference.
 _SUB_REFERENCE = re.compile(r"\$\{([^!}][^}.]*)(?:\.[^}]*)?\}")

@@ -10,6 +10,7 @@ import pytest
 from i2v.config import Settings, load_settings
 from tests.template.cfn import (
     FUNCTIONS,
+    SECRET_READERS,
     as_list,
     canonical,
     environment,
@@ -114,6 +115,7 @@ def test_functions_and_layer_target_python_3_13_on_arm64(template: dict[str, Any
         ("SubmitFunction", "functions/submit/", "submit.handler", 120, 256),
         ("CallbackFunction", "functions/callback/", "callback.handler", 600, 512),
         ("ReconcileFunction", "functions/reconcile/", "reconcile.handler", 300, 256),
+        ("AuditFunction", "functions/audit/", "audit.handler", 300, 256),
     ],
 )
 def test_function_code_handler_and_limits(
@@ -633,6 +635,7 @@ EXPECTED_GRANTS = {
         ("dynamodb:PutItem", get_att("TasksTable", "Arn")),
         ("dynamodb:UpdateItem", get_att("TasksTable", "Arn")),
         ("sns:Publish", ref("NotificationsTopic")),
+        ("events:PutEvents", get_att("EventBus", "Arn")),
         ("sqs:ChangeMessageVisibility", get_att("UploadsQueue", "Arn")),
         ("sqs:SendMessage", get_att("PollQueue", "Arn")),
         ("sqs:SendMessage", get_att("UploadsDeadLetterQueue", "Arn")),
@@ -648,6 +651,7 @@ EXPECTED_GRANTS = {
         ("s3:AbortMultipartUpload", sub("${MediaBucket.Arn}/videos/*")),
         ("s3:GetObject", sub("${MediaBucket.Arn}/videos/*")),
         ("sns:Publish", ref("NotificationsTopic")),
+        ("events:PutEvents", get_att("EventBus", "Arn")),
         *secret_slots("*"),
     },
     "ReconcileFunction": {
@@ -658,7 +662,21 @@ EXPECTED_GRANTS = {
         ("sqs:ChangeMessageVisibility", get_att("PollQueue", "Arn")),
         ("sqs:SendMessage", get_att("PollDeadLetterQueue", "Arn")),
         ("sns:Publish", ref("NotificationsTopic")),
+        ("events:PutEvents", get_att("EventBus", "Arn")),
         *secret_slots("api-key"),
+    },
+    "AuditFunction": {
+        ("s3:ListBucket", get_att("MediaBucket", "Arn")),
+        ("s3:GetObject", sub("${MediaBucket.Arn}/videos/*")),
+        ("dynamodb:Query", sub("${TasksTable.Arn}/index/by-source")),
+        ("dynamodb:Query", sub("${TasksTable.Arn}/index/open-tasks")),
+        ("dynamodb:GetItem", get_att("TasksTable", "Arn")),
+        ("dynamodb:PutItem", get_att("TasksTable", "Arn")),
+        ("dynamodb:UpdateItem", get_att("TasksTable", "Arn")),
+        ("sqs:SendMessage", get_att("UploadsQueue", "Arn")),
+        ("sqs:GetQueueAttributes", get_att("UploadsDeadLetterQueue", "Arn")),
+        ("sns:Publish", ref("NotificationsTopic")),
+        ("events:PutEvents", get_att("EventBus", "Arn")),
     },
 }
 
@@ -674,7 +692,7 @@ def test_function_is_granted_exactly_what_its_step_needs(template: dict[str, Any
     assert not [action for action, _ in granted if "*" in action]
 
 
-@pytest.mark.parametrize("logical_id", FUNCTIONS)
+@pytest.mark.parametrize("logical_id", SECRET_READERS)
 def test_secret_access_follows_the_secret_store(template: dict[str, Any], logical_id: str) -> None:
     # Given the function's statements, with the Fn::If on the secret store unexpanded
     [policy] = function_properties(template, logical_id)["Policies"]
@@ -734,6 +752,7 @@ def test_no_statement_reaches_beyond_the_stack(template: dict[str, Any]) -> None
         "TasksTable",
         "MediaBucket",
         "NotificationsTopic",
+        "EventBus",
         "UploadsQueue",
         "FinalizeQueue",
         "PollQueue",
@@ -769,6 +788,7 @@ def test_outputs_give_operators_the_names_they_need(template: dict[str, Any]) ->
         "BucketName": {"Ref": "MediaBucket"},
         "WebhookBaseUrl": WEBHOOK_BASE_URL,
         "TopicArn": {"Ref": "NotificationsTopic"},
+        "EventBusName": {"Ref": "EventBus"},
         "TableName": {"Ref": "TasksTable"},
         "UploadsQueueUrl": {"Ref": "UploadsQueue"},
         "PollQueueUrl": {"Ref": "PollQueue"},
@@ -776,6 +796,11 @@ def test_outputs_give_operators_the_names_they_need(template: dict[str, Any]) ->
         "DeadLetterQueueUrl": {"Ref": "UploadsDeadLetterQueue"},
         "FinalizeQueueUrl": {"Ref": "FinalizeQueue"},
         "FinalizeDeadLetterQueueUrl": {"Ref": "FinalizeDeadLetterQueue"},
+        "AlarmsTopicArn": {"Ref": "AlarmsTopic"},
+        "DashboardUrl": {
+            "Fn::Sub": "https://${AWS::Region}.console.aws.amazon.com/cloudwatch/home"
+            "?region=${AWS::Region}#dashboards/dashboard/${Dashboard}"
+        },
     }
 
 

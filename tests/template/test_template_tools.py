@@ -86,8 +86,8 @@ def test_translated_functions_run_python_3_13_on_arm64_with_the_layer(
         if resource["Type"] == "AWS::Lambda::LayerVersion"
     ]
 
-    # Then all three have the runtime, architecture and the pipeline layer from Globals
-    assert set(functions) == {"SubmitFunction", "CallbackFunction", "ReconcileFunction"}
+    # Then each has the runtime, architecture and the pipeline layer from Globals
+    assert set(functions) == {"SubmitFunction", "CallbackFunction", "ReconcileFunction", "AuditFunction"}
     assert len(layer_ids) == 1
     for properties in functions.values():
         assert properties["Runtime"] == "python3.13"

@@ -169,6 +169,8 @@ class AuditReport:
     unnotified: list[UnnotifiedTask] = field(default_factory=list)
     watermark: str = "not used"
     """For a scheduled pass: "advanced", "not advanced (another audit moved it)"."""
+    dead_letters: int | None = None
+    """Messages in the uploads dead-letter queue, read once per run at the first lost upload."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -199,6 +201,7 @@ class AuditReport:
             "tasks_without_video": [asdict(item) for item in self.tasks_without_video],
             "unnotified": [asdict(item) for item in self.unnotified],
             "watermark": self.watermark,
+            "dead_letters": self.dead_letters,
         }
 
 
@@ -468,10 +471,12 @@ class UploadAudit:
     ) -> LostUpload:
         held_back = None
         if report.repair:
-            waiting = self.dead_letters_waiting()
-            if waiting:
+            if report.dead_letters is None:
+                report.dead_letters = self.dead_letters_waiting()
+            if report.dead_letters:
                 held_back = (
-                    f"{waiting} message(s) in the uploads dead-letter queue: redrive or clear them first"
+                    f"{report.dead_letters} message(s) in the uploads dead-letter queue: "
+                    "redrive or clear them first"
                 )
         repaired = report.repair and held_back is None
         task_id = listed.task_id(self.config.bucket)

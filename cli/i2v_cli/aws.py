@@ -19,12 +19,17 @@ _RETRIES = {"mode": "standard", "max_attempts": 3}
 @contextmanager
 def aws_errors() -> Iterator[None]:
     """botocore's exceptions as the CLI's clear errors (and exit codes)."""
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         yield
     except (ClientError, BotoCoreError) as error:
         raise from_aws(error) from error
+    except Boto3Error as error:
+        # The managed transfer re-raises the call's ClientError as S3UploadFailedError.
+        cause = error.__context__ if isinstance(error.__context__, ClientError) else error
+        raise from_aws(cause) from error
 
 
 class Aws:

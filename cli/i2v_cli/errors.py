@@ -61,15 +61,14 @@ def from_aws(error: Exception) -> CliError:
     """A clear error for a failed AWS call (botocore's exceptions, imported lazily by the caller)."""
     response: Any = getattr(error, "response", None)
     if response is None:
-        return (
-            Denied(f"no usable AWS credentials: {error}")
-            if "Credentials" in type(error).__name__
-            else (CliError(f"AWS call failed: {error}"))
-        )
+        if "Credentials" in type(error).__name__:
+            return Denied(f"no usable AWS credentials: {error}")
+        return CliError(f"AWS call failed: {error}")
     code = str(response.get("Error", {}).get("Code", ""))
     message = str(response.get("Error", {}).get("Message", "")) or code
     operation = getattr(error, "operation_name", "the call")
-    if code in _DENIED_CODES:
+    # Every AWS service answers a refused authorization with 403, whatever its code says.
+    if code in _DENIED_CODES or response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
         return Denied(f"permission denied for {operation}: {message}")
     if code in _NOT_FOUND_CODES or code in _QUEUE_MISSING:
         return NotFound(f"{operation}: not found ({message})")

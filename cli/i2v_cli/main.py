@@ -158,7 +158,8 @@ def list_(
     from i2v_cli.tasks import list_tasks
 
     chosen = [s.value for s in statuses] if statuses else [s.value for s in Status]
-    found = list_tasks(_aws(ctx), statuses=chosen, since=_since(since), limit=limit)
+    start = _since(since)
+    found = list_tasks(_aws(ctx), statuses=chosen, since=start, limit=limit)
     if json_output:
         render.emit_json({"tasks": [render.task_dict(task) for task in found]})
         return
@@ -380,7 +381,8 @@ def cost(
     from i2v_cli.cost import cost_by_route
     from i2v_cli.tasks import scan_since
 
-    rows = cost_by_route(scan_since(_aws(ctx), _since(since)))
+    start = _since(since)
+    rows = cost_by_route(scan_since(_aws(ctx), start))
     total = round(sum(row.estimated_usd for row in rows), 4)
     if json_output:
         render.emit_json(

@@ -658,6 +658,7 @@ EXPECTED_GRANTS = {
         ("dynamodb:Query", sub("${TasksTable.Arn}/index/open-tasks")),
         ("dynamodb:UpdateItem", get_att("TasksTable", "Arn")),
         ("sqs:SendMessage", get_att("FinalizeQueue", "Arn")),
+        ("sqs:SendMessage", get_att("UploadsQueue", "Arn")),  # a deferred task, due, resumed
         ("sqs:SendMessage", get_att("PollQueue", "Arn")),
         ("sqs:ChangeMessageVisibility", get_att("PollQueue", "Arn")),
         ("sqs:SendMessage", get_att("PollDeadLetterQueue", "Arn")),
@@ -699,8 +700,9 @@ def test_secret_access_follows_the_secret_store(template: dict[str, Any], logica
     conditional = [s for s in policy["Statement"] if set(s) == {"Fn::If"}]
     [decrypt] = [s for s in policy_statements(template, logical_id) if s["Action"] == "kms:Decrypt"]
 
-    # Then one statement reads the secret from Secrets Manager or from SSM, never both
-    [statement] = conditional
+    # Then one statement reads the secret from Secrets Manager or from SSM, never both (the
+    # other conditional one is the optional event bus's grant)
+    [statement] = [s for s in conditional if s["Fn::If"][0] != "HasEventBus"]
     condition, when_secrets_manager, when_ssm = statement["Fn::If"]
     assert condition == "UseSecretsManager"
     assert template["Conditions"][condition] == {"Fn::Equals": [{"Ref": "SecretStore"}, "secretsmanager"]}

@@ -5,7 +5,9 @@ The local stack's workers record every AWS call through botocore's `after-call` 
 the DynamoDB reads and writes the submit and callback functions made for it. The figure
 the target reads is the largest count over the tasks; intermediate statuses (RUNNING)
 cost one write each and are reported beside it. The baseline is main before the issue
-(2 reads, 7 writes per task, as the issue measured it), quoted, not re-run.
+(2 reads, 7 writes per task, as the issue measured it), quoted, not re-run. The stack
+has no daily budget (DailyBudgetUsd 0, no call for it); a cap adds one UpdateItem per
+submission, on the day's counter (docs/decisions.md, 39).
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """What one upload costs in AWS calls, counted from botocore's event hooks inside the
-functions' processes (local/lambda_worker.py): a change that adds a call fails here."""
+functions' processes (local/lambda_worker.py): a change that adds a call fails here.
+
+The stack runs with the default DailyBudgetUsd 0: the budget guard makes no call. With a
+cap it is one more UpdateItem per submission, on the day's counter (decision 39); the
+provider attempts ride on the writes counted here (decision 41)."""
 
 from __future__ import annotations
 

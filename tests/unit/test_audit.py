@@ -384,3 +384,33 @@ def test_objects_older_than_the_tables_retention_are_not_looked_up(aws: Aws, que
     # Then it is not looked up, so never repaired into a second paid generation
     assert report.uploads_without_task == [] and report.checked == 0
     assert report.skipped["before_window"] == 1
+
+
+def test_a_pass_holding_back_its_most_waits_where_it_is_until_the_dead_letters_are_cleared(
+    aws: Aws, queues: dict[str, str], later: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given four lost uploads, a dead-letter queue that is not empty, and room to remember two
+    monkeypatch.setattr("i2v.usecases.audit.MAX_DEFERRED", 2)
+    for i in range(4):
+        put(aws, f"incoming/w-{i}.png")
+    aws.sqs.send_message(QueueUrl=queues["dead_letters"], MessageBody="{}")
+    audit = make_audit(aws, queues, later)
+
+    # When the audit runs twice
+    first, second = audit(), audit()
+
+    # Then the pass stopped after the two it holds, and did not go further while they wait
+    assert [lost.key for lost in first.uploads_without_task] == ["incoming/w-0.png", "incoming/w-1.png"]
+    assert (first.resume_after, second.start_after, second.resume_after) == ("incoming/w-1.png",) * 3
+    assert second.listed == 0 and not second.complete
+    assert sent(aws, queues["uploads"]) == []
+
+    # When the dead-letter queue is cleared
+    sent(aws, queues["dead_letters"])
+    third = audit()
+
+    # Then the held ones and the rest are repaired, once each
+    assert [(lost.key, lost.repaired) for lost in third.uploads_without_task] == [
+        (f"incoming/w-{i}.png", True) for i in range(4)
+    ]
+    assert third.complete and len(sent(aws, queues["uploads"])) == 4

@@ -426,15 +426,13 @@ class UploadAudit:
             page = self.s3.list_objects_v2(**kwargs)
             report.pages += 1
             for entry in page.get("Contents", []):
-                if report.checked >= config.lookup_budget:
+                held_full = deferred is not None and len(deferred) >= MAX_DEFERRED
+                if report.checked >= config.lookup_budget or held_full:
                     report.resume_after = cursor
                     return
                 report.listed += 1
                 self._visit(_listed(entry), report, deferred)
                 cursor = entry["Key"]
-                if deferred is not None and len(deferred) >= MAX_DEFERRED:
-                    report.resume_after = cursor
-                    return
             if not page.get("IsTruncated"):
                 report.resume_after = None
                 report.complete = True

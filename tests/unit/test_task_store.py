@@ -174,3 +174,84 @@ def test_open_tasks_are_listed_by_age_from_the_sparse_index(store: TaskStore) ->
         store.create(new_task(f"t-{i}", now=1000.0 + i), lease_until=2000.0)
     assert [t.task_id for t in store.list_open(older_than=1001.5)] == ["t-0", "t-1"]
     assert [t.task_id for t in store.list_open(older_than=5000.0, limit=2)] == ["t-0", "t-1"]
+
+
+def test_each_attempt_rides_on_the_write_that_records_its_answer(store: TaskStore) -> None:
+    from i2v.attempts import Attempt, AttemptOutcome, with_end
+
+    # Given an outage, then a retry that a fast webhook beats to the table
+    store.create(new_task(), lease_until=1100.0)
+    outage = Attempt(route="magnific", started_at=1001.0, ended_at=1002.0, outcome=AttemptOutcome.UNAVAILABLE)
+    store.release_submission(
+        "t-1", owner="msg-1", error={"code": "X", "message": "503"}, now=1002.0, attempt=outage
+    )
+    store.claim_submission(
+        "t-1", owner="msg-2", token_hash="b" * 64, now=1010.0, lease_until=1100.0, route="magnific"
+    )
+    assert store.move("t-1", TaskStatus.RUNNING, now=1012.0, provider_task_id="p-1").applied
+    accepted = Attempt(
+        route="magnific",
+        provider_task_id="p-1",
+        started_at=1011.0,
+        outcome=AttemptOutcome.ACCEPTED,
+        estimated_charge_usd=1.5,
+    )
+    # When the submit step records the accepted attempt (its SUBMITTED write is refused and repeated)
+    stored = store.mark_submitted("t-1", provider_task_id="p-1", now=1013.0, attempt=accepted)
+    # Then both attempts are on the task, in order, the accepted one once
+    assert stored is not None and stored.attempts == [outage, accepted]
+    # And when the task ends, the accepted attempt ends with it
+    store.move("t-1", TaskStatus.FINALIZING, now=1020.0, set_={"owner": "fin-1", "outcome": "FAILED"})
+    ended = store.end(
+        "t-1", TaskStatus.FAILED, owner="fin-1", now=1030.0, set_={"error": {"code": "E", "message": "m"}}
+    )
+    assert ended.task is not None
+    assert [(a.outcome, a.ended_at) for a in with_end(ended.task)] == [
+        (AttemptOutcome.UNAVAILABLE, 1002.0),
+        (AttemptOutcome.FAILED, 1030.0),
+    ]
+
+
+def test_a_deferred_task_waits_off_the_index_until_due_and_is_resumed_once(store: TaskStore) -> None:
+    # Given a claimed task the day's budget cannot take
+    store.create(new_task(), lease_until=1100.0)
+    # Another message cannot defer it
+    assert not store.defer(
+        "t-1", owner="msg-2", until=90_000.0, now=1001.0, error={"code": "B", "message": "m"}
+    ).applied
+    deferred = store.defer(
+        "t-1", owner="msg-1", until=90_000.0, now=1001.0, error={"code": "B", "message": "m"}
+    )
+    assert deferred.task is not None and deferred.task.status is TaskStatus.DEFERRED
+    assert deferred.task.lease_until is None
+    # It is on the open-tasks index at the time it is due, so a run before then does not list it
+    assert [t.task_id for t in store.list_open(older_than=89_999.0)] == []
+    assert [t.task_id for t in store.list_open(older_than=90_001.0)] == ["t-1"]
+    # Nothing else claims it, and it cannot be resumed early
+    assert (
+        store.claim_submission(
+            "t-1", owner="msg-3", token_hash="c" * 64, now=2000.0, lease_until=2100.0, route="magnific"
+        )
+        is None
+    )
+    assert not store.resume_deferred(
+        "t-1", owner="r-1", token_hash="c" * 64, now=89_000.0, lease_until=89_180.0
+    ).applied
+    # When due, one resume takes it back to RECEIVED; a second is refused
+    resumed = store.resume_deferred(
+        "t-1", owner="r-1", token_hash="c" * 64, now=90_100.0, lease_until=90_280.0
+    )
+    assert resumed.task is not None
+    assert (
+        resumed.task.status,
+        resumed.task.owner,
+        resumed.task.resumed_at,
+        resumed.task.deferred_until,
+    ) == (
+        TaskStatus.RECEIVED,
+        "r-1",
+        90_100.0,
+        None,
+    )
+    again = store.resume_deferred("t-1", owner="r-2", token_hash="d" * 64, now=90_101.0, lease_until=90_281.0)
+    assert not again.applied and again.before is not None and again.before.owner == "r-1"

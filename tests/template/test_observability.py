@@ -103,6 +103,7 @@ def test_every_dead_letter_queue_has_an_alarm_on_its_depth(template: dict[str, A
         logical_id: resource["Properties"]
         for logical_id, resource in template["Resources"].items()
         if resource["Type"] == "AWS::CloudWatch::Alarm"
+        and resource["Properties"].get("Namespace") == "AWS/SQS"
     }
 
     # Then each queue has one alarm that fires on a single visible message
@@ -121,29 +122,14 @@ def test_every_dead_letter_queue_has_an_alarm_on_its_depth(template: dict[str, A
         assert properties["TreatMissingData"] == "notBreaching"
 
 
-def test_alarms_notify_the_alarm_topic_only_when_one_is_given(template: dict[str, Any]) -> None:
-    # Given the optional alarm topic parameter
-    parameter = template["Parameters"]["AlarmTopicArn"]
-    alarms = [
-        r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"
-    ]
-
-    # Then it is off by default, and each alarm acts on it only when it is set
-    assert parameter["Default"] == ""
-    assert template["Conditions"]["HasAlarmTopic"] == {
-        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]
-    }
-    action = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
-    assert alarms and all(a["AlarmActions"] == action and a["OKActions"] == action for a in alarms)
-
-
 def test_alarms_survive_translation(translated: dict[str, Any]) -> None:
     # Given the template CloudFormation receives
     alarms = [r for r in translated["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
     stages = [r for r in translated["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::Stage"]
 
-    # Then the three alarms are there, and the API's stage carries the access log settings
-    assert len(alarms) == 3
+    # Then the dead-letter alarms are there (tests/template/test_alarms.py: all of them), and
+    # the API's stage carries the access log settings
+    assert sum(alarm["Properties"].get("Namespace") == "AWS/SQS" for alarm in alarms) == 3
     assert len(stages) == 1
     assert stages[0]["Properties"]["AccessLogSettings"]["DestinationArn"] == {
         "Fn::GetAtt": ["HttpApiAccessLogGroup", "Arn"]

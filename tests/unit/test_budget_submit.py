@@ -260,3 +260,21 @@ def test_without_a_cap_no_budget_item_is_written(
     keys = {i["task_id"]["S"] for i in aws.dynamodb.scan(TableName=aws.table)["Items"]}
     assert keys == {task_id}
     assert [n for n, _ in p.metrics.recorded] == ["TasksSubmitted", "EstimatedCostUsd"]
+
+
+def test_a_deferral_whose_notification_fails_still_comes_back(
+    aws: Aws, store: TaskStore, provider: FakeProvider, clock: Clock
+) -> None:
+    # Given a deferral whose notification cannot be published
+    p = pipeline(aws, store, provider, clock, cap=0.5)
+    p.submit(p.upload("a")[0], owner="a")
+    item, task_id = p.upload("b")
+    p.notifications.fail_next = 1
+    # Then the task is deferred all the same (the heads-up is only logged as lost)
+    assert p.submit(item, owner="b") is SubmitOutcome.DEFERRED
+    assert p.notifications.sent == [] and p.task(task_id).status is TaskStatus.DEFERRED
+    # And it comes back the next day
+    clock.advance(NEXT_DAY - MORNING + RECONCILE.reconcile_after_seconds + 1)
+    p.reconcile()
+    assert p.resumed == [task_id]
+    assert p.submit(Resume(task_id=task_id), owner="resume-1") is SubmitOutcome.SUBMITTED

@@ -79,7 +79,7 @@ def _visit(
     if task.status.is_terminal:
         return _renotify(task, progress, endings)
     if task.status is TaskStatus.DEFERRED:
-        return _resume(task, resume, now=now)
+        return _resume(task, resume)
     # A deferred task's time counts from when it came back, not from its upload.
     past_deadline = now - (task.resumed_at or task.received_at) > config.task_deadline_seconds
     if task.status is TaskStatus.FINALIZING:
@@ -106,12 +106,10 @@ def _poll(task: Task, providers: Callable[[str], Provider], progress: Progress) 
     return apply_update(task.task_id, update, progress, via="reconcile", route=task.provider.name).value
 
 
-def _resume(task: Task, resume: Callable[[str], None], *, now: float) -> str:
-    """A deferred task whose day has come goes back to the uploads queue. Sent again on
-    every run until the submit step takes it: a resume that finds it taken already is
-    acknowledged as a duplicate."""
-    if task.deferred_until is not None and task.deferred_until > now:
-        return "deferred"
+def _resume(task: Task, resume: Callable[[str], None]) -> str:
+    """A deferred task is listed only once due (its `open_since` is `deferred_until`): it
+    goes back to the uploads queue. Sent again on every run until the submit step takes
+    it; a resume that finds it taken, or not due, is acknowledged as a duplicate."""
     resume(task.task_id)
     return "resumed"
 

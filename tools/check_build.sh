@@ -66,7 +66,7 @@ if ((!python_ok)); then
     else
         say "  Found: none of python3.13, python3, python."
     fi
-    say "  Get one, then run make build again (with one, the arm64 layer builds in about 20 s):" \
+    say "  Get one, then run make build again (with one, sam build takes about half a minute):" \
         "    uv python install 3.13    # puts python3.13 in \$(uv python dir --bin), usually ~/.local/bin;" \
         "                              # run it in your shell: make sets UV_PYTHON_DOWNLOADS=never" \
         "    pyenv install 3.13 && pyenv shell 3.13.<patch>    # or your OS's python3.13 package" \

@@ -10,6 +10,7 @@ It is removed when the stack stops.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -60,9 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=REPOSITORY_ROOT / DEFAULT_LOCAL_FILE)
     args = parser.parse_args(argv)
     output: Path = args.output
+    running = _running_pid(output)
+    if running is not None:
+        print(f"a local stack is already running (pid {running}, {output}): stop it first", file=sys.stderr)
+        return 1
     log_path = output.parent / "local-stack.log"
     output.parent.mkdir(parents=True, exist_ok=True)
+    # SIGINT too: a shell that starts this in the background would have it ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     with open(log_path, "ab") as function_log:
         logging.basicConfig(
             level=logging.INFO,
@@ -86,8 +93,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("\nstopping the local stack", file=sys.stderr)
         finally:
-            output.unlink(missing_ok=True)
+            if _running_pid(output) == os.getpid():
+                output.unlink()
     return 0
+
+
+def _running_pid(path: Path) -> int | None:
+    """The pid in a stack file whose process is alive (a file left by a crash is not)."""
+    try:
+        pid = int(json.loads(path.read_text(encoding="utf-8"))["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid
 
 
 def _announce(stack: LocalStack, output: Path, log_path: Path) -> None:

@@ -282,3 +282,19 @@ def test_the_alarm_widget_shows_every_alarm_the_stack_has(
         for arn in widget["properties"]["alarms"]
     }
     assert shown == existing
+
+
+def test_the_spend_widget_draws_the_cap_only_on_a_stack_with_one(template: dict[str, Any]) -> None:
+    # Given the dashboard without a cap, and with DailyBudgetUsd=50
+    def spend(rendered: dict[str, Any]) -> dict[str, Any]:
+        (found,) = [
+            w for w in widgets(rendered, "metric") if w["properties"]["title"].startswith("Estimated spend")
+        ]
+        properties: dict[str, Any] = found["properties"]
+        return properties
+
+    # Then only the second draws the cap as a line, at its value
+    assert "annotations" not in spend(render(template))
+    assert spend(render(template, DailyBudgetUsd="50"))["annotations"] == {
+        "horizontal": [{"label": "DailyBudgetUsd", "value": 50}]
+    }

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from i2v.domain import Task
@@ -22,6 +24,8 @@ class CostRow:
     succeeded: int = 0
     estimated_usd: float = 0.0
     """The estimates of the submitted tasks."""
+    unpriced: int = 0
+    """Submitted tasks with no estimate (their route has no published price)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"estimated_usd": round(self.estimated_usd, 4)}
@@ -47,5 +51,29 @@ def cost_by_route(tasks: Iterable[Task]) -> list[CostRow]:
             row.succeeded += 1
         if may_be_charged(task):
             row.submitted += 1
-            row.estimated_usd += task.estimated_cost_usd or 0.0
+            if task.estimated_cost_usd is None:
+                row.unpriced += 1
+            else:
+                row.estimated_usd += task.estimated_cost_usd
     return [rows[key] for key in sorted(rows)]
+
+
+def charged_without_video(tasks: Iterable[Task]) -> list[dict[str, Any]]:
+    """One row per provider attempt that may have been billed and brought no video, with
+    what the provider's support asks for to credit it (i2v/attempts.py), oldest first."""
+    from i2v.attempts import refund_rows
+
+    rows = [row for task in tasks for row in refund_rows(task)]
+    return sorted(rows, key=lambda row: (row["started_at"] or "", row["task_id"]))
+
+
+def write_rows(rows: list[dict[str, Any]], output_format: str, out: IO[str]) -> None:
+    """CSV (a header, then a row per attempt; nothing when there are none) or a JSON array."""
+    if output_format == "json":
+        json.dump(rows, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+        return
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)

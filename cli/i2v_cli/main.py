@@ -191,11 +191,11 @@ def retry(
     result = done.to_dict()
     err = render.console(stderr=True)
     if done.already is None:
-        err.print(f"queued {done.key} again: its new task is {done.task_id}")
+        err.print(f"queued {done.key} again: its new task is {done.task_id}", markup=False)
     else:
         state = done.already.status.value
         again = f" (retry that one: i2v retry {done.task_id})" if state in RETRYABLE else ""
-        err.print(f"already retried: task {done.task_id} is {state}{again}")
+        err.print(f"already retried: task {done.task_id} is {state}{again}", markup=False)
     if wait:
         task = _wait_for(aws, done.task_id, timeout, get_task)
         result["status"] = task.status.value
@@ -253,7 +253,7 @@ def redrive(
         "dead-letter queues" + (" (dry run)" if dry_run else ""), ["queue", "waiting", "moved"]
     )
     for row in done:
-        grid.add_row(row.queue, str(row.waiting), str(row.moved))
+        render.add_row(grid, row.queue, str(row.waiting), str(row.moved))
     render.console().print(grid)
 
 
@@ -291,7 +291,7 @@ def submit(
         for item in planned:
             status = item.task.status.value if item.task else ("waiting" if wait else "uploaded")
             task_id = item.task.task_id if item.task else "-"
-            grid.add_row(str(item.path), item.key, task_id, render.styled_status(status))
+            render.add_row(grid, str(item.path), item.key, task_id, render.styled_status(status))
         render.console().print(grid)
     if pending:
         raise WaitTimedOut(f"{len(pending)} of {len(planned)} tasks had not ended after {timeout:g} s")
@@ -326,7 +326,7 @@ def _submit_with_progress(
         def changed(item: Any) -> None:
             if item.task.status.value in ops.TERMINAL:
                 progress.advance(ended)
-            progress.console.print(f"{item.key}: {item.task.status.value}")
+            progress.console.print(f"{item.key}: {item.task.status.value}", markup=False)
 
         return ops.wait(aws, planned, timeout=timeout, changed=changed)
 
@@ -360,7 +360,8 @@ def tail(
         source = (message.get("source") or {}).get("key", "")
         out.print(
             f"{note['timestamp']}  {note['attributes'].get('event_type', '-'):<16} "
-            f"{message.get('task_id', '-')}  {source}  {error}".rstrip()
+            f"{message.get('task_id', '-')}  {source}  {error}".rstrip(),
+            markup=False,
         )
 
     with ops.subscribed(aws, events or ()) as queue_url:
@@ -370,18 +371,43 @@ def tail(
             ops.follow(aws, queue_url, count=count, seconds=seconds, received=received)
 
 
+class RowFormat(StrEnum):
+    CSV = "csv"
+    JSON = "json"
+
+
 @app.command()
 def cost(
     ctx: typer.Context,
     since: SinceOption = "30d",
+    charged_without_video: Annotated[
+        bool,
+        typer.Option(
+            "--charged-without-video",
+            help="Instead: the provider attempts that may have been billed and brought no video.",
+        ),
+    ] = False,
+    output_format: Annotated[
+        RowFormat, typer.Option("--format", help="With --charged-without-video: csv or json.")
+    ] = RowFormat.CSV,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="With --charged-without-video: write here, not to stdout.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Estimated spend per route and resolution, from the tasks' estimates."""
+    """Estimated spend per route and resolution, from the tasks' estimates.
+
+    With --charged-without-video, the refund evidence: one row per attempt a provider may
+    have billed that produced no video, with what its support asks for."""
     from i2v_cli import render
-    from i2v_cli.cost import cost_by_route
     from i2v_cli.tasks import scan_since
 
     start = _since(since)
+    if charged_without_video:
+        _refund_evidence(ctx, start, RowFormat.JSON if json_output else output_format, output)
+        return
+    from i2v_cli.cost import cost_by_route
+
     rows = cost_by_route(scan_since(_aws(ctx), start))
     total = round(sum(row.estimated_usd for row in rows), 4)
     if json_output:
@@ -389,20 +415,112 @@ def cost(
             {"since": since, "rows": [row.to_dict() for row in rows], "total_estimated_usd": total}
         )
         return
-    grid = render.table(
-        f"estimated spend since {since}", ["route", "resolution", "tasks", "submitted", "succeeded", "USD"]
-    )
+    columns = ["route", "resolution", "tasks", "submitted", "succeeded", "unpriced", "USD"]
+    grid = render.table(f"estimated spend since {since}", columns)
     for row in rows:
-        grid.add_row(
-            row.route,
-            row.resolution,
-            str(row.tasks),
-            str(row.submitted),
-            str(row.succeeded),
-            f"{row.estimated_usd:,.4f}",
-        )
-    grid.add_row("total", "", "", "", "", f"{total:,.4f}", style="bold")
+        counts = (row.tasks, row.submitted, row.succeeded, row.unpriced)
+        render.add_row(grid, row.route, row.resolution, *map(str, counts), f"{row.estimated_usd:,.4f}")
+    render.add_row(grid, "total", "", "", "", "", "", f"{total:,.4f}", style="bold")
     render.console().print(grid)
+
+
+def _refund_evidence(ctx: typer.Context, start: float, output_format: RowFormat, output: Path | None) -> None:
+    import sys
+
+    from i2v_cli import render
+    from i2v_cli.cost import charged_without_video, write_rows
+    from i2v_cli.errors import NotFound
+    from i2v_cli.tasks import scan_since
+
+    if output is not None and not output.parent.is_dir():
+        raise NotFound(f"no folder {output.parent} to write {output.name} in")
+    rows = charged_without_video(scan_since(_aws(ctx), start, with_attempts=True))
+    if output is None:
+        write_rows(rows, output_format.value, sys.stdout)
+        return
+    with output.open("w", encoding="utf-8", newline="") as out:
+        write_rows(rows, output_format.value, out)
+    render.console(stderr=True).print(
+        f"{len(rows)} attempts charged without a video written to {output}", markup=False
+    )
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    since: SinceOption = "1d",
+    repair: Annotated[
+        bool, typer.Option("--repair/--no-repair", help="Re-send lost uploads, re-publish notifications.")
+    ] = True,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace", help="Seconds an upload is left to its own S3 event before it counts as lost."
+        ),
+    ] = 3600,
+    start_after: Annotated[
+        str | None, typer.Option("--start-after", help="Go on from this key (a report's resume_after).")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Uploads that never became a task, tasks without their video, outcomes never announced.
+
+    The scheduled audit's check on demand (i2v/usecases/audit.py), over the uploads
+    modified since a time; its watermark is left alone."""
+    from i2v_cli import render
+
+    start = _since(since)
+    aws = _aws(ctx)
+    report = _upload_audit(aws, grace)(since=start, start_after=start_after, repair=repair)
+    found = report.to_dict()
+    if json_output:
+        render.emit_json(found)
+        return
+    render.console().print(render.audit_report(found, since))
+    if not found["complete"]:
+        render.console(stderr=True).print(
+            f"more to audit: i2v audit --since {since} --start-after '{found['resume_after']}'", markup=False
+        )
+
+
+class _Stderr:
+    """Whatever sys.stderr is at each write (a test runner swaps it per command)."""
+
+    def write(self, text: str) -> int:
+        import sys
+
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        import sys
+
+        sys.stderr.flush()
+
+
+def _upload_audit(aws: Aws, grace: float) -> Any:
+    """The audit use case over this stack's clients, the pipeline's logs on stderr."""
+    import logging
+
+    from i2v.observability import logger
+    from i2v.usecases.audit import AuditConfig, upload_audit
+
+    # stdout is the command's output; the pipeline's JSON log lines (warnings only) go aside.
+    handler = logger.registered_handler
+    if isinstance(handler, logging.StreamHandler):
+        handler.stream = _Stderr()  # not setStream: it flushes the old stream, maybe closed
+    logger.setLevel("WARNING")
+    stack = aws.stack
+    return upload_audit(
+        config=AuditConfig(bucket=stack.bucket, grace_seconds=grace),
+        s3=aws.s3,
+        dynamodb=aws.dynamodb,
+        sqs=aws.sqs,
+        sns=aws.sns,
+        table=stack.table,
+        uploads_queue_url=stack.uploads_queue_url,
+        dead_letter_queue_url=stack.outputs.get("DeadLetterQueueUrl"),
+        topic_arn=stack.topic_arn,
+    )
 
 
 def main() -> None:

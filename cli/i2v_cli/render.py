@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 from i2v_cli.values import iso
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, Group
     from rich.table import Table
+    from rich.text import Text
 
     from i2v.domain import Task
 
@@ -35,15 +36,24 @@ def task_dict(task: Task) -> dict[str, Any]:
     return task.model_dump(mode="json", exclude=_INTERNAL_FIELDS)
 
 
-def styled_status(status: str) -> str:
-    style = _STATUS_STYLES.get(status, "yellow")
-    return f"[{style}]{status}[/{style}]"
+def styled_status(status: str) -> Text:
+    from rich.text import Text
+
+    return Text(status, style=_STATUS_STYLES.get(status, "yellow"))
+
+
+def add_row(grid: Table, *cells: str | Text, style: str | None = None) -> None:
+    """A row whose text is shown as it is: keys and messages are not rich markup."""
+    from rich.text import Text
+
+    grid.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells), style=style)
 
 
 def table(title: str | None, columns: Sequence[str]) -> Table:
     from rich.table import Table
+    from rich.text import Text
 
-    grid = Table(title=title, title_justify="left", header_style="bold")
+    grid = Table(title=Text(title) if title else None, title_justify="left", header_style="bold")
     for column in columns:
         grid.add_column(column, overflow="fold")
     return grid
@@ -56,7 +66,7 @@ def task_detail(task: Task) -> Table:
     grid = Table(show_header=False, box=None, pad_edge=False)
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
-    rows: list[tuple[str, str]] = [
+    rows: list[tuple[str, str | Text]] = [
         ("task", task.task_id),
         ("status", styled_status(task.status.value)),
         ("source", f"s3://{task.source.bucket}/{task.source.key}"),
@@ -78,14 +88,15 @@ def task_detail(task: Task) -> Table:
     if attempts:
         rows.append(("attempts", "; ".join(f"{a.route} {a.outcome.value}" for a in attempts)))
     for name, value in rows:
-        grid.add_row(name, value)
+        add_row(grid, name, value)
     return grid
 
 
 def tasks_table(title: str, tasks: Iterable[Task]) -> Table:
     grid = table(title, ["task", "status", "route", "received", "source key", "error"])
     for task in tasks:
-        grid.add_row(
+        add_row(
+            grid,
             task.task_id,
             styled_status(task.status.value),
             task.provider.name,
@@ -108,3 +119,24 @@ def _options(task: Task) -> str:
 
 def _usd(value: float | None) -> str:
     return "-" if value is None else f"${value:,.4f}"
+
+
+def audit_report(found: dict[str, Any], since: str) -> Group:
+    """The audit's counts, then each finding on a line."""
+    from rich.console import Group
+    from rich.text import Text
+
+    grid = table(f"audit of the uploads since {since}", ["finding", "found", "repaired"])
+    for name, count in found["counts"].items():
+        add_row(grid, name.replace("_", " "), str(count), str(found["repaired"][name]))
+    lines: list[str] = []
+    for item in found["uploads_without_task"]:
+        what = "re-sent" if item["repaired"] else (item["held_back"] or "not repaired")
+        lines.append(f"lost upload {item['key']}: task {item['task_id']} ({what})")
+    for item in found["tasks_without_video"]:
+        lines.append(f"task {item['task_id']} SUCCEEDED without its video {item['video_key']}")
+    for item in found["unnotified"]:
+        what = "re-published" if item["repaired"] else "still pending"
+        lines.append(f"task {item['task_id']} {item['status']}: its notification {what}")
+    lines.append(f"{found['listed']} objects listed in {found['pages']} pages, {found['checked']} looked up")
+    return Group(grid, *(Text(line) for line in lines))

@@ -138,12 +138,18 @@ def list_tasks(aws: Aws, *, statuses: Sequence[str], since: float, limit: int) -
     return found[:limit]
 
 
-def scan_since(aws: Aws, since: float) -> Iterator[Task]:
-    """Every task received since `since` (a filtered scan: the table has no time index)."""
+def scan_since(aws: Aws, since: float, *, with_attempts: bool = False) -> Iterator[Task]:
+    """Every task received since `since` (a filtered scan: the table has no time index);
+    only those with provider attempts recorded, if asked. The audit's watermark item, which
+    has no status, is not a task."""
+    condition = "received_at >= :since AND attribute_exists(#status)"
+    if with_attempts:
+        condition += " AND attribute_exists(attempts)"
     with aws_errors():
         pages = aws.dynamodb.get_paginator("scan").paginate(
             TableName=aws.stack.table,
-            FilterExpression="received_at >= :since",
+            FilterExpression=condition,
+            ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={":since": {"N": repr(since)}},
         )
         for page in pages:

@@ -4,6 +4,7 @@ finding the stack through the file `make stack` writes (local/stack_main.py)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -23,11 +24,14 @@ from i2v_cli.main import app
 from local.stack import LocalStack
 from local.stack_main import write_stack_file
 from tests.integration.helpers import png, unique_key
+from tests.integration.test_audit import upload_without_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 Cli = Callable[..., Any]
 I2V_SCRIPT = Path(sys.executable).parent / "i2v"
+# Uploads older than this count as lost (the deployed default is an hour).
+AUDIT_GRACE_SECONDS = 1
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +227,56 @@ def test_a_task_the_stack_does_not_have_is_exit_3(stack: LocalStack, cli: Cli) -
     retried = cli("retry", unknown)
     assert [r.exit_code for r in (by_id, by_key, retried)] == [Exit.NOT_FOUND] * 3
     assert f"no task {unknown}" in by_id.stderr and "no task for s3://" in by_key.stderr
+
+
+def test_audit_reports_then_repairs_an_upload_whose_event_was_lost(stack: LocalStack, cli: Cli) -> None:
+    # Given an upload whose S3 event was lost, older than the grace period asked for
+    since = f"{time.time() - 1:.3f}"
+    key = unique_key(stack, "audit lost")
+    upload_without_event(stack, key)
+    time.sleep(AUDIT_GRACE_SECONDS + 0.5)
+    assert stack.tasks_for(key) == []
+
+    # When the audit runs without repairs, then with them
+    seen = as_json(
+        cli("audit", "--since", since, "--grace", str(AUDIT_GRACE_SECONDS), "--no-repair", "--json")
+    )
+    human = cli("audit", "--since", since, "--grace", str(AUDIT_GRACE_SECONDS))
+
+    # Then the first only reports it, the second re-sends it, under the id both named
+    [found] = seen["uploads_without_task"]
+    assert (found["key"], found["repaired"], seen["complete"]) == (key, False, True)
+    assert human.exit_code == 0, human.output
+    assert f"lost upload {key}: task {found['task_id']} (re-sent)" in " ".join(human.stdout.split())
+    repaired = stack.wait_for_task(key, timeout=60)
+    assert (repaired["task_id"], repaired["status"]) == (found["task_id"], "SUCCEEDED")
+
+
+def test_cost_exports_the_attempts_charged_without_a_video_as_csv_and_json(
+    stack: LocalStack, cli: Cli, simulator: Any, tmp_path: Path
+) -> None:
+    # Given a task the provider took, then failed
+    since = f"{time.time() - 1:.3f}"
+    simulator.set_faults(fail_tasks=1)
+    key = unique_key(stack, "charged")
+    stack.upload(png(), key, {"duration": "3"})
+    failed = stack.wait_for_task(key, timeout=60)
+    assert failed["status"] == "FAILED", failed
+
+    # When its evidence is exported, as CSV to a file and as JSON to stdout
+    as_csv = cli(
+        "cost", "--since", since, "--charged-without-video", "--output", str(tmp_path / "refunds.csv")
+    )
+    rows = as_json(cli("cost", "--since", since, "--charged-without-video", "--format", "json"))
+
+    # Then both hold the one attempt, with what the provider's support asks for
+    assert as_csv.exit_code == 0, as_csv.output
+    with (tmp_path / "refunds.csv").open(newline="") as written:
+        csv_rows = list(csv.DictReader(written))
+    [row] = rows
+    assert [r["task_id"] for r in csv_rows] == [failed["task_id"]] == [row["task_id"]]
+    assert row["provider"] == "magnific" and row["provider_task_id"] == failed["provider"]["task_id"]
+    assert row["source_key"] == key and row["outcome"] == "failed" and row["error_code"]
+    assert csv_rows[0]["provider_task_id"] == row["provider_task_id"]
+    missing = cli("cost", "--charged-without-video", "--output", str(tmp_path / "no" / "refunds.csv"))
+    assert missing.exit_code == Exit.NOT_FOUND and "no folder" in missing.stderr

@@ -294,6 +294,7 @@ def test_cost_sums_the_estimates_of_tasks_a_provider_took_per_route_and_resoluti
         task("a", TaskStatus.SUCCEEDED, provider_task_id="p1", estimated_cost_usd=0.7),
         task("b", TaskStatus.FAILED, provider_task_id="p2", estimated_cost_usd=0.7),
         task("c", TaskStatus.REJECTED),
+        task("g", TaskStatus.SUCCEEDED, route="apiyi", provider_task_id="p4"),
         task(
             "d",
             TaskStatus.FAILED,
@@ -320,12 +321,22 @@ def test_cost_sums_the_estimates_of_tasks_a_provider_took_per_route_and_resoluti
     rows = [row.to_dict() for row in cost_by_route(tasks)]
     assert rows == [
         {
+            "route": "apiyi",
+            "resolution": "1080P",
+            "tasks": 1,
+            "submitted": 1,
+            "succeeded": 1,
+            "estimated_usd": 0.0,
+            "unpriced": 1,
+        },
+        {
             "route": "fal",
             "resolution": "720P",
             "tasks": 2,
             "submitted": 1,
             "succeeded": 1,
             "estimated_usd": 0.14,
+            "unpriced": 0,
         },
         {
             "route": "magnific",
@@ -334,6 +345,7 @@ def test_cost_sums_the_estimates_of_tasks_a_provider_took_per_route_and_resoluti
             "submitted": 3,
             "succeeded": 1,
             "estimated_usd": 2.1,
+            "unpriced": 0,
         },
     ]
 
@@ -367,3 +379,21 @@ def test_help_imports_neither_boto3_nor_the_pipeline() -> None:
 def test_the_cli_libraries_stay_out_of_the_lambda_layer() -> None:
     layer = (ROOT / "layers" / "pipeline" / "requirements.txt").read_text().lower()
     assert "typer==" not in layer and "rich==" not in layer
+
+
+def test_keys_and_messages_are_shown_as_they_are_not_as_markup() -> None:
+    from rich.console import Console
+
+    from i2v_cli.render import task_detail, tasks_table
+
+    shown = task(
+        "7c7b3a52-0000-4000-8000-000000000003",
+        TaskStatus.REJECTED,
+        error=ErrorInfo(code="INVALID_OPTIONS", message="[bold]duration[/bold] over 15"),
+    ).model_copy(update={"source": SourceObject(bucket="media", key="incoming/[red]draft[/red] cat.png")})
+    console = Console(width=200, record=True)
+    console.print(task_detail(shown))
+    console.print(tasks_table("tasks of [x]", [shown]))
+    text = console.export_text()
+    assert "incoming/[red]draft[/red] cat.png" in text
+    assert "[bold]duration[/bold] over 15" in text and "tasks of [x]" in text

@@ -63,6 +63,8 @@ def from_aws(error: Exception) -> CliError:
     if response is None:
         if "Credentials" in type(error).__name__:
             return Denied(f"no usable AWS credentials: {error}")
+        if type(error).__name__ == "EndpointConnectionError":
+            return CliError(f"{error}: is the stack there (for --local: is `make stack` still running)?")
         return CliError(f"AWS call failed: {error}")
     code = str(response.get("Error", {}).get("Code", ""))
     message = str(response.get("Error", {}).get("Message", "")) or code

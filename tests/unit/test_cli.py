@@ -397,3 +397,28 @@ def test_keys_and_messages_are_shown_as_they_are_not_as_markup() -> None:
     text = console.export_text()
     assert "incoming/[red]draft[/red] cat.png" in text
     assert "[bold]duration[/bold] over 15" in text and "tasks of [x]" in text
+
+
+def test_an_endpoint_that_does_not_answer_says_so(tmp_path: Path) -> None:
+    info = StackInfo(
+        name="i2v-local",
+        region=REGION,
+        outputs={"BucketName": "b", "TableName": "t", "TopicArn": "arn:t", "UploadsQueueUrl": "u"},
+        endpoint_url="http://127.0.0.1:9",
+        credentials={"aws_access_key_id": "testing", "aws_secret_access_key": "testing"},
+    )
+    write_local_file(tmp_path / "local-stack.json", info)
+    result = invoke("--stack-file", str(tmp_path / "local-stack.json"), "status", "incoming/cat.png")
+    assert result.exit_code == Exit.FAILED
+    assert "Could not connect to the endpoint URL" in result.stderr and "make stack" in result.stderr
+
+
+def test_make_stack_will_not_start_over_the_file_of_a_running_stack(tmp_path: Path) -> None:
+    import os
+
+    from local.stack_main import main as make_stack
+
+    running = tmp_path / "local-stack.json"
+    running.write_text(json.dumps({"version": 1, "pid": os.getpid()}))
+    assert make_stack(["--output", str(running)]) == 1
+    assert json.loads(running.read_text())["pid"] == os.getpid()

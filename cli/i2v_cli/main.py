@@ -89,6 +89,8 @@ def options(
     profile: Annotated[str | None, typer.Option("--profile", help="An AWS CLI profile.")] = None,
 ) -> None:
     local_file = stack_file or (DEFAULT_LOCAL_FILE if local else None)
+    if stack and local_file:
+        raise typer.BadParameter("a deployed stack or the local one, not both", param_hint="--stack")
     ctx.obj = Target(stack=stack, local_file=local_file, region=region, profile=profile)
 
 
@@ -130,6 +132,8 @@ def status(
 
 
 class Status(StrEnum):
+    """i2v.domain.TaskStatus, restated: `--help` does not import the pipeline (a test holds them equal)."""
+
     RECEIVED = "RECEIVED"
     DEFERRED = "DEFERRED"
     UNCONFIRMED = "UNCONFIRMED"
@@ -183,7 +187,7 @@ def retry(
     sidecar, the stack's routes, the budget) has been fixed. The new task has its own id;
     retrying the same task twice makes one."""
     from i2v_cli import render
-    from i2v_cli.tasks import RETRYABLE, get_task
+    from i2v_cli.tasks import RETRYABLE, wait_for_task
     from i2v_cli.tasks import retry as retry_task
 
     aws = _aws(ctx)
@@ -197,7 +201,7 @@ def retry(
         again = f" (retry that one: i2v retry {done.task_id})" if state in RETRYABLE else ""
         err.print(f"already retried: task {done.task_id} is {state}{again}", markup=False)
     if wait:
-        task = _wait_for(aws, done.task_id, timeout, get_task)
+        task = wait_for_task(aws, done.task_id, timeout=timeout)
         result["status"] = task.status.value
     if json_output:
         render.emit_json(result)
@@ -207,24 +211,9 @@ def retry(
         raise typer.Exit(Exit.FAILED)
 
 
-def _wait_for(aws: Aws, task_id: str, timeout: float, get_task: Any) -> Any:
-    from i2v_cli.errors import NotFound
-    from i2v_cli.uploads import TERMINAL, WAIT_POLL_SECONDS
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            task = get_task(aws, task_id)
-            if task.status.value in TERMINAL:
-                return task
-        except NotFound:
-            pass  # the uploads queue has not delivered it yet
-        if time.monotonic() >= deadline:
-            raise WaitTimedOut(f"task {task_id} had not ended after {timeout:g} s")
-        time.sleep(WAIT_POLL_SECONDS)
-
-
 class DeadLetterQueue(StrEnum):
+    """i2v_cli.queues.DEAD_LETTER_QUEUES as choices."""
+
     UPLOADS = "uploads"
     FINALIZE = "finalize"
     POLL = "poll"
@@ -235,7 +224,7 @@ def redrive(
     ctx: typer.Context,
     queues: Annotated[
         list[DeadLetterQueue] | None,
-        typer.Option("--queue", help="Which dead-letter queue (repeat for more) [all three]."),
+        typer.Option("--queue", help="Which dead-letter queue (repeat for more; default: all three)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what waits in each.")] = False,
     json_output: JsonOption = False,
@@ -324,7 +313,7 @@ def _submit_with_progress(
         ended = progress.add_task("waiting for the tasks", total=len(planned))
 
         def changed(item: Any) -> None:
-            if item.task.status.value in ops.TERMINAL:
+            if item.task.status.is_terminal:
                 progress.advance(ended)
             progress.console.print(f"{item.key}: {item.task.status.value}", markup=False)
 
@@ -525,6 +514,3 @@ def _upload_audit(aws: Aws, grace: float) -> Any:
 
 def main() -> None:
     app()
-
-
-__all__ = ["CliError", "app", "main"]

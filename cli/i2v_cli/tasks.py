@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 from i2v_cli.aws import Aws, aws_errors
-from i2v_cli.errors import CliError, NotFound, Refused
+from i2v_cli.errors import CliError, NotFound, Refused, WaitTimedOut
 from i2v_cli.stack import INCOMING_PREFIX
 
 if TYPE_CHECKING:
     from i2v.domain import Task
 
-# The task table's indexes (template.yaml): every task of one upload key, and the open ones.
+# The task table's index of every task of one upload key (template.yaml).
 SOURCE_INDEX = "by-source"
-OPEN_INDEX = "open-tasks"
 RETRYABLE = ("FAILED", "TIMED_OUT", "REJECTED")
 # The sequencer of a retry's S3-shaped message: its task id derives from it (decision 49).
 RETRY_SEQUENCER = "retry-{task_id}"
@@ -108,28 +107,23 @@ def find_tasks(aws: Aws, task_id_or_key: str) -> list[Task]:
 def list_tasks(aws: Aws, *, statuses: Sequence[str], since: float, limit: int) -> list[Task]:
     """Tasks received since `since` in `statuses`, newest first. Open ones come from the sparse
     open-tasks index; any terminal status needs a filtered scan of the table."""
-    values: dict[str, Any] = {":since": {"N": repr(since)}}
-    names = {"#status": "status"}
-    placeholders = []
-    for i, status in enumerate(statuses):
-        values[f":s{i}"] = {"S": status}
-        placeholders.append(f":s{i}")
-    status_filter = f"#status IN ({', '.join(placeholders)})"
     from i2v.domain import TaskStatus
+    from i2v.tasks.store import OPEN_INDEX, OPEN_SHARD
 
-    request: dict[str, Any] = {"TableName": aws.stack.table, "ExpressionAttributeNames": names}
+    values: dict[str, Any] = {":since": {"N": repr(since)}}
+    values |= {f":s{i}": {"S": status} for i, status in enumerate(statuses)}
+    in_statuses = ", ".join(f":s{i}" for i in range(len(statuses)))
+    request: dict[str, Any] = {
+        "TableName": aws.stack.table,
+        "ExpressionAttributeNames": {"#status": "status"},
+        "FilterExpression": f"#status IN ({in_statuses}) AND received_at >= :since",
+        "ExpressionAttributeValues": values,
+    }
+    operation = "scan"
     if not any(TaskStatus(status).is_terminal for status in statuses):
-        values[":shard"] = {"S": "OPEN"}
         operation = "query"
-        request |= {
-            "IndexName": OPEN_INDEX,
-            "KeyConditionExpression": "open_shard = :shard",
-            "FilterExpression": f"{status_filter} AND received_at >= :since",
-        }
-    else:
-        operation = "scan"
-        request["FilterExpression"] = f"{status_filter} AND received_at >= :since"
-    request["ExpressionAttributeValues"] = values
+        values[":shard"] = {"S": OPEN_SHARD}
+        request |= {"IndexName": OPEN_INDEX, "KeyConditionExpression": "open_shard = :shard"}
     found: list[Task] = []
     with aws_errors():
         for page in aws.dynamodb.get_paginator(operation).paginate(**request):
@@ -224,6 +218,18 @@ def retry(aws: Aws, task_id: str) -> Retry:
     with aws_errors():
         aws.sqs.send_message(QueueUrl=aws.stack.uploads_queue_url, MessageBody=json.dumps(message))
     return Retry(task_id, new_id, key, None)
+
+
+def wait_for_task(aws: Aws, task_id: str, *, timeout: float, poll_seconds: float = 2.0) -> Task:
+    """The task once it has ended (it may not exist yet: its message is still on its way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        task = _existing(aws, task_id)
+        if task is not None and task.status.is_terminal:
+            return task
+        if time.monotonic() >= deadline:
+            raise WaitTimedOut(f"task {task_id} had not ended after {timeout:g} s")
+        time.sleep(poll_seconds)
 
 
 def _existing(aws: Aws, task_id: str) -> Task | None:

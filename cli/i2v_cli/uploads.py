@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 # What a folder contributes (the routes' formats, docs/providers.md); a file named on the
 # command line goes up whatever its name: the pipeline decides from its bytes.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT"})
 WAIT_POLL_SECONDS = 2.0
 # Kept as they are in percent-encoding (S3 metadata is ASCII): a prompt stays readable.
 _PROMPT_SAFE = " ,.;:!?'()-_/"
@@ -127,7 +126,7 @@ def wait(
             if latest is not None and (item.task is None or latest.status != item.task.status):
                 item.task = latest
                 changed(item)
-            if latest is not None and latest.status.value in TERMINAL:
+            if latest is not None and latest.status.is_terminal:
                 pending.remove(item)
         if not pending or time.monotonic() >= deadline:
             break

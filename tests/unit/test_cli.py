@@ -422,3 +422,16 @@ def test_make_stack_will_not_start_over_the_file_of_a_running_stack(tmp_path: Pa
     running.write_text(json.dumps({"version": 1, "pid": os.getpid()}))
     assert make_stack(["--output", str(running)]) == 1
     assert json.loads(running.read_text())["pid"] == os.getpid()
+
+
+def test_the_choices_the_cli_restates_match_the_pipelines() -> None:
+    from i2v_cli.main import DeadLetterQueue, Status
+    from i2v_cli.queues import DEAD_LETTER_QUEUES
+
+    assert [s.value for s in Status] == [s.value for s in TaskStatus]
+    assert tuple(q.value for q in DeadLetterQueue) == DEAD_LETTER_QUEUES
+
+
+def test_a_deployed_and_a_local_stack_at_once_is_a_usage_error() -> None:
+    result = invoke("--stack", STACK, "--local", "list")
+    assert result.exit_code == Exit.USAGE and "not both" in result.output

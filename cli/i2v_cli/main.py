@@ -127,7 +127,7 @@ def status(
         return
     out = render.console()
     if len(found) > 1:
-        out.print(render.tasks_table(f"{len(found)} tasks of {found[0].source.key}", found))
+        out.print(render.tasks_table(f"tasks of {found[0].source.key}: {len(found)}", found))
     out.print(render.task_detail(found[-1]))
 
 
@@ -167,7 +167,7 @@ def list_(
     if json_output:
         render.emit_json({"tasks": [render.task_dict(task) for task in found]})
         return
-    render.console().print(render.tasks_table(f"{len(found)} tasks since {since}", found))
+    render.console().print(render.tasks_table(f"tasks since {since}: {len(found)}", found))
 
 
 # -- steering -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 # The callback token's hash and the current owner are the pipeline's own bookkeeping.
 _INTERNAL_FIELDS = {"token_hash", "owner", "lease_until"}
+_WHOLE_COLUMNS = frozenset({"task", "status"})
 _STATUS_STYLES = {"SUCCEEDED": "green", "FAILED": "red", "REJECTED": "red", "TIMED_OUT": "red"}
 
 
@@ -55,7 +56,8 @@ def table(title: str | None, columns: Sequence[str]) -> Table:
 
     grid = Table(title=Text(title) if title else None, title_justify="left", header_style="bold")
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        # Ids and short values stay whole (a task id is copied from the terminal); keys fold.
+        grid.add_column(column, overflow="fold", no_wrap=column in _WHOLE_COLUMNS)
     return grid
 
 

@@ -191,6 +191,57 @@ def test_forged_callbacks_get_401_and_change_nothing(
     assert TaskStore(aws.dynamodb, aws.table).get(waiting_task.task_id) == waiting_task
 
 
+def test_a_rotated_webhook_secret_loses_no_webhook(env: dict[str, str], waiting_task: Task, aws: Aws) -> None:
+    import callback
+
+    # Given a warm callback process holding the webhook secret, and a rotation after that
+    running = b'{"task_id": "p-1", "status": "IN_PROGRESS", "generated": []}'
+    assert (
+        callback.handler(callback_event(waiting_task.task_id, "good-token", running), LambdaContext())[
+            "statusCode"
+        ]
+        == 200
+    )
+    new_secret = "whsec_" + base64.b64encode(b"n" * 32).decode()
+    secrets = __import__("boto3").client("secretsmanager")
+    secrets.put_secret_value(SecretId="happyhorse/magnific/webhook-secret", SecretString=new_secret)
+    other = "whsec_" + base64.b64encode(b"x" * 32).decode()
+
+    def answer(secret: str) -> int:
+        request = callback_event(waiting_task.task_id, "good-token", running, secret)
+        return int(callback.handler(request, LambdaContext())["statusCode"])
+
+    # Then a webhook signed with the new value (its cached copy is older), one signed with
+    # the value it replaced (sent before the rotation), and another 401 forgery
+    assert answer(new_secret) == 200
+    assert answer(WEBHOOK_SECRET) == 200
+    assert answer(other) == 401
+    task = TaskStore(aws.dynamodb, aws.table).get(waiting_task.task_id)
+    assert task is not None and task.status is TaskStatus.RUNNING
+
+
+def test_forged_webhooks_read_the_secret_store_at_most_once_a_minute(
+    env: dict[str, str], waiting_task: Task, aws: Aws
+) -> None:
+    import callback
+
+    from i2v import aws as i2v_aws
+
+    reads: list[str] = []
+    i2v_aws.client("secretsmanager").meta.events.register(
+        "before-call.secrets-manager.GetSecretValue", lambda **kwargs: reads.append("read")
+    )
+    body = b'{"task_id": "p-1", "status": "IN_PROGRESS", "generated": []}'
+    forged = "whsec_" + base64.b64encode(b"x" * 32).decode()
+    for _ in range(20):
+        response = callback.handler(
+            callback_event(waiting_task.task_id, "good-token", body, forged), LambdaContext()
+        )
+        assert response["statusCode"] == 401
+    # The first read of the secret, then one fresh read of it and of the value it replaced
+    assert len(reads) == 3
+
+
 def test_the_sample_callback_events_are_routed(env: dict[str, str]) -> None:
     import callback
 

@@ -30,6 +30,9 @@ class Keys:
     def webhook_secret(self) -> str:
         return self.secret
 
+    def rotated_webhook_secrets(self) -> tuple[str, ...]:
+        return ()
+
 
 def provider_answering(handler: httpx.MockTransport, secret: str = WHSEC) -> MagnificProvider:
     client = httpx.Client(transport=handler)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from i2v.aws import client
 from i2v.config import settings
-from i2v.secrets import get_secret
+from i2v.secrets import get_previous_secret, get_secret
 from i2v.tasks.store import TaskStore
 
 if TYPE_CHECKING:
@@ -43,8 +43,15 @@ if TYPE_CHECKING:
 class SecretCredentials:
     """One route's secrets, read on first use, so each function reads only what it needs."""
 
-    def __init__(self, route: RouteSettings) -> None:
+    # A signature that matches no secret held makes the store be read again at most this
+    # often per process: forged webhooks cannot turn into a read each.
+    ROTATION_CHECK_SECONDS = 60.0
+
+    def __init__(self, route: RouteSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self._route = route
+        self._clock = clock
+        self._rotation_checked_at: float | None = None
+        self._rotated: tuple[str, ...] = ()
 
     def _get(self, name: str, what: str) -> str:
         if not name:
@@ -57,6 +64,22 @@ class SecretCredentials:
 
     def webhook_secret(self) -> str:
         return self._get(self._route.webhook_secret_name, "webhook")
+
+    def rotated_webhook_secrets(self) -> tuple[str, ...]:
+        """The webhook secrets a rotation may have brought: the value stored now (the cached
+        one may be older) and the one it replaced (webhooks signed before the rotation)."""
+        now = self._clock()
+        last = self._rotation_checked_at
+        if last is None or now - last >= self.ROTATION_CHECK_SECONDS:
+            self._rotation_checked_at = now
+            name = self._route.webhook_secret_name
+            config = settings()
+            current = get_secret(
+                name, store=config.secret_store, max_age=config.secret_cache_seconds, force_fetch=True
+            )
+            previous = get_previous_secret(name, store=config.secret_store)
+            self._rotated = tuple(s for s in (current, previous) if s is not None)
+        return self._rotated
 
 
 # -- collaborators ------------------------------------------------------------------------

@@ -8,7 +8,7 @@ pipeline knows a provider's wire format.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
@@ -55,6 +55,11 @@ class Credentials(Protocol):
     def api_key(self) -> str: ...
 
     def webhook_secret(self) -> str: ...
+
+    def rotated_webhook_secrets(self) -> Sequence[str]:
+        """Secrets to try when a signature matches none held: what a rotation may have
+        brought (the value stored now, the one it replaced). Read at most once a minute."""
+        ...
 
 
 class Provider(Protocol):

@@ -17,7 +17,7 @@ from i2v.errors import ProviderRejected, ProviderUnavailable
 from i2v.providers.base import Credentials, ProviderState, ProviderUpdate, SubmitRequest, webhook_envelope
 from i2v.providers.http import call_json
 from i2v.providers.route import HttpClient, Route, RouteSettings
-from i2v.providers.signatures import verify_standard_webhook
+from i2v.providers.signatures import verify_with_rotation
 
 NAME = "magnific"
 
@@ -149,9 +149,7 @@ class MagnificProvider:
         return False  # Magnific documents no cancel call
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> ProviderUpdate:
-        verify_standard_webhook(
-            headers, body, self._credentials.webhook_secret(), encoding=self._settings.webhook_key_encoding
-        )
+        verify_with_rotation(headers, body, self._credentials, encoding=self._settings.webhook_key_encoding)
         return to_update(webhook_envelope(MagnificWebhook, body, "a Magnific task object"))
 
 

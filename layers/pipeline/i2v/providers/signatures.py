@@ -10,9 +10,13 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from i2v.errors import Unauthorized
 from i2v.providers.route import KeyEncoding
+
+if TYPE_CHECKING:
+    from i2v.providers.base import Credentials
 
 _ENTRY = re.compile(r"^v\d+,")
 
@@ -43,3 +47,24 @@ def verify_standard_webhook(
         Webhook(webhook_key(secret, encoding)).verify(body, lowered, json_parse=False)
     except Exception as exc:
         raise Unauthorized(f"webhook signature rejected ({type(exc).__name__})") from exc
+
+
+def verify_with_rotation(
+    headers: Mapping[str, str], body: bytes, credentials: Credentials, *, encoding: KeyEncoding = "standard"
+) -> None:
+    """verify_standard_webhook with the secret held, then, if it matches none, with what a
+    rotation may have brought: the value stored now and the one it replaced. A webhook
+    signed just before or after a rotation is accepted; one matching no secret is not."""
+    held = credentials.webhook_secret()
+    try:
+        verify_standard_webhook(headers, body, held, encoding=encoding)
+    except Unauthorized as refused:
+        for secret in credentials.rotated_webhook_secrets():
+            if secret == held:
+                continue
+            try:
+                verify_standard_webhook(headers, body, secret, encoding=encoding)
+            except Unauthorized:
+                continue
+            return
+        raise refused from None

@@ -68,12 +68,14 @@ def charged_without_video(tasks: Iterable[Task]) -> list[dict[str, Any]]:
 
 
 def write_rows(rows: list[dict[str, Any]], output_format: str, out: IO[str]) -> None:
-    """CSV (a header, then a row per attempt; nothing when there are none) or a JSON array."""
+    """CSV (a header, then a row per attempt; the header alone when there are none) or a
+    JSON array."""
+    from i2v.attempts import REFUND_COLUMNS
+
     if output_format == "json":
         json.dump(rows, out, indent=2, ensure_ascii=False)
         out.write("\n")
         return
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    writer = csv.DictWriter(out, fieldnames=REFUND_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)

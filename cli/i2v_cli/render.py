@@ -86,7 +86,9 @@ def task_detail(task: Task) -> Table:
         rows.append(("error", f"{task.error.code}: {task.error.message}"))
     elif task.last_error:
         rows.append(("last error", f"{task.last_error.code}: {task.last_error.message}"))
-    attempts = getattr(task, "attempts", [])
+    from i2v.attempts import with_end
+
+    attempts = with_end(task)
     if attempts:
         rows.append(("attempts", "; ".join(f"{a.route} {a.outcome.value}" for a in attempts)))
     for name, value in rows:

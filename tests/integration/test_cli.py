@@ -85,6 +85,8 @@ def test_submit_waits_for_each_task_then_status_list_and_cost_find_them(cli: Cli
     assert by_id[0]["options"]["prompt"] == "Été: the horse gallops" and by_id[0]["options"]["duration"] == 3
     human = cli("status", good["task_id"])
     assert human.exit_code == 0 and "SUCCEEDED" in human.stdout and f"{good['task_id']}.mp4" in human.stdout
+    # (its provider attempt shown as the task ended it)
+    assert "magnific succeeded" in human.stdout
 
     # And list and cost count it
     listed = as_json(cli("list", "--status", "SUCCEEDED", "--status", "REJECTED", "--since", "5m", "--json"))

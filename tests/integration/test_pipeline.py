@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from itertools import pairwise
 from pathlib import Path
 from urllib.parse import quote
@@ -12,8 +13,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from i2v.tasks.store import TaskStore
 from local.simulators.magnific import MagnificSimulator
 from local.stack import LocalStack
+from tests.integration.conftest import RECONCILE_AFTER_SECONDS
 from tests.integration.helpers import (
     create_requests_for,
     finished_and_notified,
@@ -60,6 +63,29 @@ def test_an_upload_becomes_a_stored_video_and_one_notification(stack: LocalStack
     assert notification.message["source"]["key"] == key
     assert notification.message["video"]["key"] == video["key"]
     assert notification.message["video"]["sha256"] == video["sha256"]
+
+
+def test_the_reconciler_publishes_a_pending_notification_again(stack: LocalStack) -> None:
+    # Given a finished task whose notification is marked pending (its publish failed), as
+    # the ending step marks it, unchanged for longer than the reconciler waits
+    key = unique_key(stack, "pending notification")
+    stack.upload(png(), key, {"duration": "3"})
+    done = finished_and_notified(stack, key)
+    assert done["status"] == "SUCCEEDED", done.get("error")
+    TaskStore(stack.dynamodb, stack.table).reopen_for_notification(
+        done["task_id"], now=time.time() - RECONCILE_AFTER_SECONDS - 1
+    )
+
+    # When the reconciler's schedule comes round
+    deadline = time.monotonic() + 30
+    while len(stack.notifications(done["task_id"])) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+    # Then the same event went out again, once, and the task is no longer pending
+    announced = settled_notifications(stack, done["task_id"])
+    assert [n.message["event_id"] for n in announced] == [announced[0].message["event_id"]] * 2
+    task = stack.task(done["task_id"]) or {}
+    assert "notify_pending" not in task and "open_shard" not in task
 
 
 @pytest.mark.parametrize(

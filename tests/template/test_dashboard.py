@@ -298,3 +298,21 @@ def test_the_spend_widget_draws_the_cap_only_on_a_stack_with_one(template: dict[
     assert spend(render(template, DailyBudgetUsd="50"))["annotations"] == {
         "horizontal": [{"label": "DailyBudgetUsd", "value": 50}]
     }
+
+
+@pytest.mark.parametrize(
+    ("cap", "alarmed"), [("0", False), ("0.0", False), ("0.00", False), ("0.5", True), ("50", True)]
+)
+def test_the_budget_alarm_exists_only_with_a_cap(template: dict[str, Any], cap: str, alarmed: bool) -> None:
+    # Given the stack with DailyBudgetUsd as a user may type it
+    evaluator = TemplateEvaluator(
+        template,
+        stack_name="hh-test",
+        region="eu-west-1",
+        account_id="123456789012",
+        resource_lookup=stand_in(template),
+        parameter_overrides={"DailyBudgetUsd": cap},
+    )
+    # Then the spend alarm is there exactly when the cap is above zero
+    alarms = set(evaluator.logical_ids_of_type("AWS::CloudWatch::Alarm"))
+    assert ("BudgetSpendWarningAlarm" in alarms) is alarmed

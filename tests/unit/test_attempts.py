@@ -136,3 +136,16 @@ def test_open_tasks_and_refusals_are_not_refund_evidence() -> None:
         "estimated_charge_usd": 0,
     }
     assert billed_without_video(task("FAILED", [UNAVAILABLE, refused], provider_task_id=None)) == []
+
+
+def test_a_refund_row_has_exactly_the_published_columns_in_order() -> None:
+    from i2v.attempts import REFUND_COLUMNS
+
+    failed = task(
+        "FAILED",
+        [UNCONFIRMED],
+        provider_task_id=None,
+        error={"code": "PROVIDER_OUTCOME_UNKNOWN", "message": "no webhook"},
+    )
+    [row] = refund_rows(failed)
+    assert tuple(row) == REFUND_COLUMNS

@@ -435,3 +435,16 @@ def test_the_choices_the_cli_restates_match_the_pipelines() -> None:
 def test_a_deployed_and_a_local_stack_at_once_is_a_usage_error() -> None:
     result = invoke("--stack", STACK, "--local", "list")
     assert result.exit_code == Exit.USAGE and "not both" in result.output
+
+
+def test_a_refund_export_with_no_rows_is_still_a_csv_with_its_header() -> None:
+    import csv
+    import io
+
+    from i2v.attempts import REFUND_COLUMNS
+    from i2v_cli.cost import write_rows
+
+    out = io.StringIO()
+    write_rows([], "csv", out)
+    assert next(csv.reader(io.StringIO(out.getvalue()))) == list(REFUND_COLUMNS)
+    assert out.getvalue().count("\n") == 1

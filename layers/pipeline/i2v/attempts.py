@@ -103,6 +103,25 @@ def billed_without_video(task: Task) -> list[Attempt]:
     ]
 
 
+REFUND_COLUMNS = (
+    "provider",
+    "provider_task_id",
+    "task_id",
+    "started_at",
+    "ended_at",
+    "outcome",
+    "error_code",
+    "error_message",
+    "estimated_charge_usd",
+    "resolution",
+    "duration_seconds",
+    "model",
+    "source_key",
+    "source_uri",
+)
+"""The fields of a refund row, in order (a CSV export's header)."""
+
+
 def refund_rows(task: Task) -> list[dict[str, Any]]:
     """One flat row per attempt in `billed_without_video`, with what a provider's support
     asks for to credit it: their task id, when, what happened, and what it should cost."""

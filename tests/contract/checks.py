@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import IO, Any
 
@@ -235,6 +235,9 @@ def assert_one_notification(
     notifications = route.settled_notifications(task_id) if settle else route.stack.notifications(task_id)
     assert len(notifications) == 1, [n.message for n in notifications]
     (notification,) = notifications
+    # Every route's real notification meets the published contract
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in _contract().iter_errors(notification.message)]
+    assert not errors, errors
     assert notification.attributes["status"] == task["status"]
     assert notification.message["provider"]["name"] == task["provider"]["name"]
     assert notification.message["provider"]["task_id"] == task["provider"].get("task_id")
@@ -244,3 +247,14 @@ def assert_one_notification(
     assert notification.message["source"]["key"] == task["source"]["key"]
     assert notification.message["error"] == task.get("error")
     return notification
+
+
+@cache
+def _contract() -> Any:
+    """The committed notification schema (docs/contracts/), formats checked."""
+    from jsonschema import Draft202012Validator
+
+    from local.contracts import NOTIFICATION_SCHEMA
+
+    schema = json.loads(NOTIFICATION_SCHEMA.read_text())
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)

@@ -60,3 +60,16 @@ def video_duration(data: bytes) -> float:
         stream = container.streams.video[0]
         assert stream.duration is not None and stream.time_base is not None
         return float(stream.duration * stream.time_base)
+
+
+def upload_without_event(stack: LocalStack, key: str) -> None:
+    """PUT an image while the bucket notifies no one: its S3 event is lost."""
+    configuration = stack.s3.get_bucket_notification_configuration(Bucket=stack.bucket)
+    configuration.pop("ResponseMetadata")
+    stack.s3.put_bucket_notification_configuration(Bucket=stack.bucket, NotificationConfiguration={})
+    try:
+        stack.upload(png(), key, {"duration": "3"})
+    finally:
+        stack.s3.put_bucket_notification_configuration(
+            Bucket=stack.bucket, NotificationConfiguration=configuration
+        )

@@ -19,7 +19,7 @@ from local.lambda_runtime import LocalFunction
 from local.moto_server import MOTO_ACCOUNT_ID
 from local.schedule import scheduled_event
 from local.stack import LocalStack
-from tests.integration.helpers import finished_and_notified, png, unique_key
+from tests.integration.helpers import finished_and_notified, png, unique_key, upload_without_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -58,19 +58,6 @@ def run_audit(stack: LocalStack) -> dict[str, Any]:
     )
     report: dict[str, Any] = function.invoke(event)
     return report
-
-
-def upload_without_event(stack: LocalStack, key: str) -> None:
-    """PUT an image while the bucket notifies no one: its S3 event is lost."""
-    configuration = stack.s3.get_bucket_notification_configuration(Bucket=stack.bucket)
-    configuration.pop("ResponseMetadata")
-    stack.s3.put_bucket_notification_configuration(Bucket=stack.bucket, NotificationConfiguration={})
-    try:
-        stack.upload(png(), key, {"duration": "3"})
-    finally:
-        stack.s3.put_bucket_notification_configuration(
-            Bucket=stack.bucket, NotificationConfiguration=configuration
-        )
 
 
 def emitted(function_log: Path, metric: str) -> list[float]:

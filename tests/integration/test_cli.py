@@ -23,8 +23,7 @@ from i2v_cli.errors import Exit
 from i2v_cli.main import app
 from local.stack import LocalStack
 from local.stack_main import write_stack_file
-from tests.integration.helpers import png, unique_key
-from tests.integration.test_audit import upload_without_event
+from tests.integration.helpers import png, unique_key, upload_without_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -78,3 +81,31 @@ def received_as_sqs_event(sqs: Any, queue_url: str) -> dict[str, Any]:
         record["attributes"]["ApproximateReceiveCount"] = message["Attributes"]["ApproximateReceiveCount"]
         records.append(record)
     return {"Records": records}
+
+
+@contextmanager
+def serial_moto_server() -> Iterator[str]:
+    """moto's server on loopback answering one request at a time, as DynamoDB applies the
+    writes to one item one at a time (moto alone, in-process or threaded, interleaves them:
+    an update races another between its condition and its write). Its endpoint URL."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    server = make_server(
+        "127.0.0.1",
+        0,
+        DomainDispatcherApplication(create_backend_app),
+        threaded=False,
+        request_handler=MotoRequestHandler,
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)

@@ -14,7 +14,7 @@ from moto import mock_aws
 
 from i2v.budget import Budget, BudgetConfig, OverBudget, day_of
 from i2v.tasks.store import OPEN_INDEX
-from tests.support.aws import create_tasks_table
+from tests.support.aws import create_tasks_table, serial_moto_server
 
 # 2026-12-01 23:00:00 UTC
 NOW = datetime(2026, 12, 1, 23, tzinfo=UTC).timestamp()
@@ -108,30 +108,8 @@ def test_day_of_is_the_utc_day_and_its_end() -> None:
 
 @pytest.fixture(scope="module")
 def serial_dynamodb() -> Iterator[str]:
-    """moto's server answering one request at a time, as DynamoDB applies the writes to one
-    item one at a time (moto alone, in-process or threaded, interleaves them: an update
-    races another between its condition and its write)."""
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import make_server
-
-    server = make_server(
-        "127.0.0.1",
-        0,
-        DomainDispatcherApplication(create_backend_app),
-        threaded=False,
-        request_handler=MotoRequestHandler,
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
+    with serial_moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.mark.parametrize("run", range(5))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+import uuid
+from typing import Any
 
 import boto3
 
 from i2v.routing import Breaker, BreakerConfig, RouteChoice
+from tests.support.aws import create_tasks_table, serial_moto_server
 from tests.support.fakes import Clock
 from tests.unit.conftest import Aws
 
@@ -59,32 +62,39 @@ def test_the_state_is_shared_by_every_process(aws: Aws, clock: Clock) -> None:
     assert one.is_open("dashscope") and other.is_open("dashscope")
 
 
-def test_concurrent_failures_are_all_counted_and_open_it(aws: Aws, clock: Clock) -> None:
+def test_concurrent_failures_are_all_counted_and_open_it(clock: Clock) -> None:
     opened: list[str] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(6)
 
-    def fail() -> None:
-        # Each thread is its own function: its own client and breaker.
-        own = Breaker(boto3.client("dynamodb"), aws.table, CONFIG, clock=clock, on_open=opened.append)
-        barrier.wait()
-        try:
-            own.failure("fal")
-        except BaseException as error:
-            errors.append(error)
+    with serial_moto_server() as endpoint:
 
-    threads = [threading.Thread(target=fail) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        def client() -> Any:
+            return boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
 
-    # (Before the window rule, concurrent first failures each reset the count to 1 and the
-    # breaker never opened. Exactly-once opening rests on DynamoDB's atomic conditional
-    # writes, which in-process moto does not serialise between threads: not asserted.)
-    assert errors == []
-    assert breaker(aws, clock).is_open("fal")
-    assert opened and set(opened) == {"fal"}
+        table = create_tasks_table(client(), name=f"tasks-{uuid.uuid4().hex[:8]}")
+
+        def fail() -> None:
+            # Each thread is its own function: its own client and breaker.
+            own = Breaker(client(), table, CONFIG, clock=clock, on_open=opened.append)
+            barrier.wait()
+            try:
+                own.failure("fal")
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=fail) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        # Then every failure counted (the concurrent first ones did not reset each other:
+        # before the window rule the breaker never opened), and it opened exactly once, on
+        # a server that applies writes to one item one at a time, as DynamoDB does
+        assert errors == []
+        assert Breaker(client(), table, CONFIG, clock=clock).is_open("fal")
+        assert opened == ["fal"]
 
 
 def test_the_breaker_items_stay_out_of_the_open_tasks_index(aws: Aws, clock: Clock) -> None:

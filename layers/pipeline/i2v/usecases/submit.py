@@ -139,6 +139,21 @@ class SubmitConfig:
     videos_prefix: str = "videos/"
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """What every step of one submission works with, bound once per message."""
+
+    config: SubmitConfig
+    store: TaskStore
+    sources: SourceStore
+    routing: Routing
+    endings: Endings
+    metrics: MetricsSink
+    clock: Callable[[], float]
+    guard: _Guard
+    first_poll: Callable[[PollOrder], None]
+
+
 def submit_upload(
     upload: Upload | Resume,
     *,
@@ -164,11 +179,19 @@ def submit_upload(
     provider cannot take the task now: the message comes back later, and the task stays
     claimable.
     """
-    guard = _Guard(budget, store, endings, metrics, clock)
+    steps = _Steps(
+        config,
+        store,
+        sources,
+        routing,
+        endings,
+        metrics,
+        clock,
+        _Guard(budget, store, endings, metrics, clock),
+        first_poll,
+    )
     if isinstance(upload, Resume):
-        return _resume(
-            upload, owner, config, store, sources, routing, endings, metrics, clock, guard, first_poll
-        )
+        return _resume(upload, owner, steps)
     if not upload.key.startswith(config.incoming_prefix) or upload.key.endswith("/"):
         logger.info("not an upload under the incoming prefix, skipped")
         return SubmitOutcome.SKIPPED
@@ -207,7 +230,7 @@ def submit_upload(
         received_at=now,
         updated_at=now,
     )
-    claim = _claim(task, route, config, store, routing, endings, clock)
+    claim = _claim(task, route, steps)
     if claim is None:
         return SubmitOutcome.DUPLICATE
     claimed, route = claim
@@ -218,49 +241,23 @@ def submit_upload(
         endings.end(task_id, TaskStatus.REJECTED, owner=owner, error=_error(exc))
         return SubmitOutcome.REJECTED
     assert route is not None
-    return _submit(
-        claimed,
-        route,
-        token,
-        owner,
-        config,
-        store,
-        sources,
-        routing,
-        endings,
-        metrics,
-        clock,
-        guard,
-        first_poll,
-    )
+    return _submit(claimed, route, token, owner, steps)
 
 
-def _resume(
-    resume: Resume,
-    owner: str,
-    config: SubmitConfig,
-    store: TaskStore,
-    sources: SourceStore,
-    routing: Routing,
-    endings: Endings,
-    metrics: MetricsSink,
-    clock: Callable[[], float],
-    guard: _Guard,
-    first_poll: Callable[[PollOrder], None],
-) -> SubmitOutcome:
+def _resume(resume: Resume, owner: str, steps: _Steps) -> SubmitOutcome:
     """A deferred task, due: claimed back to RECEIVED for this message and submitted where
     it was to go (its image and options were checked when it was uploaded)."""
     logger.set_correlation_id(resume.task_id)
     token = new_token()
-    now = clock()
-    lease_until = now + config.submit_lease_seconds
-    written = store.resume_deferred(
+    now = steps.clock()
+    lease_until = now + steps.config.submit_lease_seconds
+    written = steps.store.resume_deferred(
         resume.task_id, owner=owner, token_hash=hash_token(token), now=now, lease_until=lease_until
     )
     claimed = written.task
     if claimed is None and written.before is not None and written.before.status is TaskStatus.RECEIVED:
         # An earlier try of a resume claimed it and died before the provider's answer.
-        claimed = store.claim_submission(
+        claimed = steps.store.claim_submission(
             resume.task_id,
             owner=owner,
             token_hash=hash_token(token),
@@ -273,48 +270,19 @@ def _resume(
         logger.info("deferred task not due, or already resumed: message acknowledged")
         return SubmitOutcome.DUPLICATE
     logger.info("deferred task resumed")
-    route = routing.named(claimed.provider.name)
-    return _submit(
-        claimed,
-        route,
-        token,
-        owner,
-        config,
-        store,
-        sources,
-        routing,
-        endings,
-        metrics,
-        clock,
-        guard,
-        first_poll,
-    )
+    return _submit(claimed, steps.routing.named(claimed.provider.name), token, owner, steps)
 
 
-def _submit(
-    claimed: Task,
-    route: ChosenRoute,
-    token: str,
-    owner: str,
-    config: SubmitConfig,
-    store: TaskStore,
-    sources: SourceStore,
-    routing: Routing,
-    endings: Endings,
-    metrics: MetricsSink,
-    clock: Callable[[], float],
-    guard: _Guard,
-    first_poll: Callable[[PollOrder], None],
-) -> SubmitOutcome:
+def _submit(claimed: Task, route: ChosenRoute, token: str, owner: str, steps: _Steps) -> SubmitOutcome:
     """The budget's reservation, the paid call, and what its answer means for the task
     (and for the attempt recorded with it)."""
     task_id = claimed.task_id
     provider = route.provider
     try:
-        reservation = guard.reserve(claimed)
+        reservation = steps.guard.reserve(claimed)
     except OverBudget as exc:
-        return guard.over_budget(claimed, exc, owner)
-    started_at = clock()
+        return steps.guard.over_budget(claimed, exc, owner)
+    started_at = steps.clock()
     estimate = claimed.estimated_cost_usd
 
     def attempt(outcome: AttemptOutcome, exc: PipelineError | None = None, **fields: Any) -> Attempt:
@@ -330,42 +298,42 @@ def _submit(
         )
 
     try:
-        provider_task_id = provider.submit(_request(claimed, token, config, sources, provider))
+        provider_task_id = provider.submit(_request(claimed, token, steps.config, steps.sources, provider))
     except ProviderRejected as exc:
         logger.warning("provider refused the task", extra={"code": exc.code, "reason": exc.message})
-        guard.refund(reservation)
-        refused = attempt(AttemptOutcome.REFUSED, exc, ended_at=clock())
-        endings.end(task_id, TaskStatus.FAILED, owner=owner, error=_error(exc), attempt=refused)
+        steps.guard.refund(reservation)
+        refused = attempt(AttemptOutcome.REFUSED, exc, ended_at=steps.clock())
+        steps.endings.end(task_id, TaskStatus.FAILED, owner=owner, error=_error(exc), attempt=refused)
         return SubmitOutcome.FAILED
     except ProviderOutcomeUnknown as exc:
         # The provider may have made the task: never submitted again, never moved to
         # another route. Its webhook (or the reconciler, after the hold) settles it. Its
         # reservation stays: it may be billed.
-        routing.failed(provider.name)
-        now = clock()
+        steps.routing.failed(provider.name)
+        now = steps.clock()
         held = attempt(AttemptOutcome.UNCONFIRMED, exc)
-        store.hold_unconfirmed(task_id, error=_error(exc).model_dump(), now=now, attempt=held)
+        steps.store.hold_unconfirmed(task_id, error=_error(exc).model_dump(), now=now, attempt=held)
         logger.warning("submission outcome unknown; task held", extra={"reason": exc.message})
-        metrics.add_metric(name="SubmissionsUnconfirmed", unit=MetricUnit.Count, value=1)
+        steps.metrics.add_metric(name="SubmissionsUnconfirmed", unit=MetricUnit.Count, value=1)
         return SubmitOutcome.UNCONFIRMED
     except ProviderUnavailable as exc:
-        routing.failed(provider.name)
+        steps.routing.failed(provider.name)
         # Given back before the retry reserves again, so the task is counted once.
-        guard.refund(reservation)
-        now = clock()
+        steps.guard.refund(reservation)
+        now = steps.clock()
         unavailable = attempt(AttemptOutcome.UNAVAILABLE, exc, ended_at=now)
-        store.release_submission(
+        steps.store.release_submission(
             task_id, owner=owner, error=_error(exc).model_dump(), now=now, attempt=unavailable
         )
-        metrics.add_metric(name="ProviderUnavailable", unit=MetricUnit.Count, value=1)
+        steps.metrics.add_metric(name="ProviderUnavailable", unit=MetricUnit.Count, value=1)
         raise
-    submitted_at = clock()
+    submitted_at = steps.clock()
     accepted = attempt(AttemptOutcome.ACCEPTED, provider_task_id=provider_task_id)
-    store.mark_submitted(task_id, provider_task_id=provider_task_id, now=submitted_at, attempt=accepted)
+    steps.store.mark_submitted(task_id, provider_task_id=provider_task_id, now=submitted_at, attempt=accepted)
     logger.info("submitted", extra={"provider_task_id": provider_task_id, "route": provider.name})
-    metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=1)
+    steps.metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=1)
     if estimate is not None:
-        metrics.add_metric(name="EstimatedCostUsd", unit=MetricUnit.Count, value=estimate)
+        steps.metrics.add_metric(name="EstimatedCostUsd", unit=MetricUnit.Count, value=estimate)
     if not provider.supports_webhooks:
         _schedule_first_poll(
             PollOrder(
@@ -375,8 +343,8 @@ def _submit(
                 model=claimed.options.model,
                 submitted_at=submitted_at,
             ),
-            first_poll,
-            metrics,
+            steps.first_poll,
+            steps.metrics,
         )
     return SubmitOutcome.SUBMITTED
 
@@ -478,15 +446,7 @@ def _route_for(source: SourceObject, options: Options, routing: Routing, sources
     return route
 
 
-def _claim(
-    task: Task,
-    route: ChosenRoute | None,
-    config: SubmitConfig,
-    store: TaskStore,
-    routing: Routing,
-    endings: Endings,
-    clock: Callable[[], float],
-) -> tuple[Task, ChosenRoute | None] | None:
+def _claim(task: Task, route: ChosenRoute | None, steps: _Steps) -> tuple[Task, ChosenRoute | None] | None:
     """The task, claimed for this message, and the route to submit it to; None when
     another message has it or had it.
 
@@ -494,27 +454,27 @@ def _claim(
     only when its last attempt was a confirmed failure to create it (`released`); any
     other earlier attempt may have made a task, so the retry stays where that one went.
     """
-    lease_until = task.received_at + config.submit_lease_seconds
-    created = store.create(task, lease_until=lease_until)
+    lease_until = task.received_at + steps.config.submit_lease_seconds
+    created = steps.store.create(task, lease_until=lease_until)
     if created.task is not None:
         return created.task, route
     existing = created.before
     if existing is not None and existing.status.is_terminal and existing.owner == task.owner:
         # This message ended the task before its process died: the notification may not be out.
-        endings.announce(existing)
+        steps.endings.announce(existing)
         return None
     if (
         existing is not None
         and route is not None
         and not (existing.released and existing.provider.name != route.name)
     ):
-        route = routing.named(existing.provider.name)
+        route = steps.routing.named(existing.provider.name)
     assert task.owner is not None and task.token_hash is not None
-    claimed = store.claim_submission(
+    claimed = steps.store.claim_submission(
         task.task_id,
         owner=task.owner,
         token_hash=task.token_hash,
-        now=clock(),
+        now=steps.clock(),
         lease_until=lease_until,
         route=route.name if route else task.provider.name,
         estimated_cost_usd=route.settings.estimate_cost_usd(task.options) if route else None,

@@ -48,6 +48,10 @@ class WaitTimedOut(CliError):
     exit_code = Exit.TIMED_OUT
 
 
+class UsageError(CliError):
+    exit_code = Exit.USAGE
+
+
 _DENIED_CODES = frozenset(
     {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"}
 )
@@ -61,11 +65,7 @@ def from_aws(error: Exception) -> CliError:
     """A clear error for a failed AWS call (botocore's exceptions, imported lazily by the caller)."""
     response: Any = getattr(error, "response", None)
     if response is None:
-        if "Credentials" in type(error).__name__:
-            return Denied(f"no usable AWS credentials: {error}")
-        if type(error).__name__ == "EndpointConnectionError":
-            return CliError(f"{error}: is the stack there (for --local: is `make stack` still running)?")
-        return CliError(f"AWS call failed: {error}")
+        return _before_an_answer(error)
     code = str(response.get("Error", {}).get("Code", ""))
     message = str(response.get("Error", {}).get("Message", "")) or code
     operation = getattr(error, "operation_name", "the call")
@@ -75,3 +75,15 @@ def from_aws(error: Exception) -> CliError:
     if code in _NOT_FOUND_CODES or code in _QUEUE_MISSING:
         return NotFound(f"{operation}: not found ({message})")
     return CliError(f"{operation} failed: {code}: {message}")
+
+
+def _before_an_answer(error: Exception) -> CliError:
+    """A call that got no answer from AWS: no credentials, no region, no endpoint."""
+    kind = type(error).__name__
+    if "Credentials" in kind:
+        return Denied(f"no usable AWS credentials: {error}")
+    if kind == "NoRegionError":
+        return UsageError("no AWS region: give --region, or set AWS_REGION (or a profile's region)")
+    if kind == "EndpointConnectionError":
+        return CliError(f"{error}: is the stack there (for --local: is `make stack` still running)?")
+    return CliError(f"AWS call failed: {error}")

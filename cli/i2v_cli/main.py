@@ -276,11 +276,14 @@ def submit(
     if json_output:
         render.emit_json({"uploads": [item.to_dict(aws.stack.bucket) for item in planned]})
     else:
-        grid = render.table(None, ["file", "key", "task", "status"])
+        failed = any(item.task is not None and item.task.error is not None for item in planned)
+        grid = render.table(None, ["file", "key", "task", "status"] + (["error"] if failed else []))
         for item in planned:
             status = item.task.status.value if item.task else ("waiting" if wait else "uploaded")
             task_id = item.task.task_id if item.task else "-"
-            render.add_row(grid, str(item.path), item.key, task_id, render.styled_status(status))
+            error = item.task.error if item.task else None
+            reason = [f"{error.code}: {error.message}" if error else ""] if failed else []
+            render.add_row(grid, str(item.path), item.key, task_id, render.styled_status(status), *reason)
         render.console().print(grid)
     if pending:
         raise WaitTimedOut(f"{len(pending)} of {len(planned)} tasks had not ended after {timeout:g} s")

@@ -448,3 +448,12 @@ def test_a_refund_export_with_no_rows_is_still_a_csv_with_its_header() -> None:
     write_rows([], "csv", out)
     assert next(csv.reader(io.StringIO(out.getvalue()))) == list(REFUND_COLUMNS)
     assert out.getvalue().count("\n") == 1
+
+
+def test_no_region_is_a_usage_error_that_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    result = CliRunner().invoke(app, ["--stack", "anything", "list"])
+    assert result.exit_code == Exit.USAGE
+    assert "no AWS region: give --region" in result.stderr

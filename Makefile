@@ -8,6 +8,8 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(shell command -v $(PYTHON))
 
 UV := $(PYTHON) -m uv
+# bench/ builds a Lambda-like virtualenv with it (bench/measure.py)
+export UV
 LAYER_REQUIREMENTS ?= layers/pipeline/requirements.txt
 VENV := .venv
 TOOLS := .venv-tools
@@ -72,7 +74,7 @@ format: $(VENV)/.synced
 	$(VENV)/bin/ruff format .
 
 ## bench: every benchmark section into reports/bench.json + reports/bench.md (QUICK=1, SECTIONS=a,b)
-bench: $(VENV)/.synced
+bench: $(VENV)/.synced | uv
 	$(RUN) bench/run.py $(if $(QUICK),--quick) $(if $(SECTIONS),--sections $(SECTIONS))
 
 ## chaos: 300 uploads over every route with seeded faults into reports/chaos.{json,md,png} (UPLOADS=n SEED=n)

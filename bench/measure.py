@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import shutil
 import statistics
+import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,3 +51,33 @@ def load() -> str:
     """Other work on the machine skews every number here: say how busy it was."""
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+@contextmanager
+def lambda_like_python() -> Iterator[Path]:
+    """A throwaway virtualenv holding what a function has on Lambda: the layer's requirements.
+
+    The project's .venv also holds the tests' and the CLI's packages, and some libraries load
+    more when their extras are present (httpx imports its command-line client, with rich and
+    pygments, when click and rich are installed): timing a handler there counts imports the
+    deployed function never makes. uv installs from its cache (filled by `uv sync`).
+    """
+    uv = shlex.split(os.environ.get("UV", "")) or [shutil.which("uv") or "uv"]
+    quiet_env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    with tempfile.TemporaryDirectory(prefix="i2v-bench-env-") as workdir:
+        env_dir = Path(workdir) / "env"
+        subprocess.run(
+            [*uv, "venv", "--quiet", "--no-project", "--python", sys.executable, str(env_dir)],
+            check=True,
+            env=quiet_env,
+        )
+        python = env_dir / "bin" / "python"
+        subprocess.run(
+            [
+                *uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python),
+                "-r", str(ROOT / "layers" / "pipeline" / "requirements.txt"),
+            ],
+            check=True,
+            env=quiet_env,
+        )  # fmt: skip
+        yield python

@@ -14,7 +14,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ("cold_start", "stream", "burst", "aws_calls", "poll_delay", "cost", "image_check")
 KEYS = {
-    "cold_start": ["cold_start.max_ratio"],
+    "cold_start": ["cold_start.max_ratio", "cold_start.required_max_ratio"],
     "stream": ["stream.max_peak_rss_mib", "stream.min_throughput_ratio"],
     "burst": [
         "webhook.ack_p95_ms",
@@ -66,7 +66,7 @@ def test_quick_bench_writes_json_report_and_charts(tmp_path: Path) -> None:
             value = dotted(results, key)
             assert isinstance(value, int | float) and not isinstance(value, bool), f"{key} = {value!r}"
     for name, figures in results["cold_start"]["functions"].items():
-        for figure in ("handler_ms", "floor_ms", "ratio"):
+        for figure in ("handler_ms", "floor_ms", "ratio", "required_floor_ms", "required_ratio"):
             assert all(isinstance(figures[figure][k], float | int) for k in ("median", "min", "max")), name
         assert figures["top_imports"], name
     # Counts are not timings: these hold on any machine

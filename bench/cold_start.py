@@ -24,11 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -36,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from measure import ROOT, Summary, load, machine
+from measure import ROOT, Summary, lambda_like_python, load, machine
 
 FUNCTIONS = ("submit", "callback", "reconcile")
 TRACING = {"off": "true", "on": "false"}  # label -> POWERTOOLS_TRACE_DISABLED
@@ -77,33 +74,6 @@ class Config:
 
 
 # --- environments ------------------------------------------------------------------------
-
-
-@contextmanager
-def lambda_like_python() -> Iterator[Path]:
-    """A virtualenv with the layer's requirements (boto3 included), nothing else."""
-    uv = shutil.which("uv")
-    if uv is None:
-        raise SystemExit("uv is not on PATH; run with --env venv to use the project's .venv")
-    with tempfile.TemporaryDirectory(prefix="i2v-bench-env-") as workdir:
-        env_dir = Path(workdir) / "env"
-        quiet_env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-        subprocess.run(
-            [uv, "venv", "--quiet", "--no-project", "--python", sys.executable, str(env_dir)],
-            check=True,
-            env=quiet_env,
-        )
-        python = env_dir / "bin" / "python"
-        subprocess.run(
-            [
-                uv, "pip", "install", "--quiet", "--offline", "--compile-bytecode",
-                "--python", str(python),
-                "-r", str(ROOT / "layers" / "pipeline" / "requirements.txt"),
-            ],
-            check=True,
-            env=quiet_env,
-        )  # fmt: skip
-        yield python
 
 
 @contextmanager

@@ -43,6 +43,7 @@ class WatchedS3:
         self.most_running = 0
         self.started_parts: list[int] = []
         self.buffer_ids: set[int] = set()
+        self.buffers: list[bytearray] = []
         self.aborted = False
         self.finished = 0
 
@@ -54,7 +55,9 @@ class WatchedS3:
             self.running += 1
             self.most_running = max(self.most_running, self.running)
             self.started_parts.append(kwargs["PartNumber"])
-            self.buffer_ids.add(id(kwargs["Body"]))
+            if isinstance(kwargs["Body"], bytearray):  # a part buffer (the last part is a copy)
+                self.buffer_ids.add(id(kwargs["Body"]))
+                self.buffers.append(kwargs["Body"])  # kept alive: no later buffer can take its id
         try:
             self._before_part(kwargs["PartNumber"])
             uploaded = self._s3.upload_part(**kwargs)
@@ -85,7 +88,7 @@ class Body:
             yield chunk
 
 
-def store(chunks: Any, s3: Any, max_in_flight: int = 3) -> int:
+def store(chunks: Any, s3: Any, max_in_flight: int = 3, expected_size: int | None = None) -> int:
     return store_stream(
         chunks,
         s3=s3,
@@ -95,6 +98,7 @@ def store(chunks: Any, s3: Any, max_in_flight: int = 3) -> int:
         metadata=METADATA,
         part_size=PART_SIZE,
         max_in_flight=max_in_flight,
+        expected_size=expected_size,
     )
 
 
@@ -187,6 +191,72 @@ def test_a_stream_shorter_than_two_parts_is_one_put(s3: Any) -> None:
     assert stored["Body"].read() == body.data
     assert "-" not in stored["ETag"]
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_a_declared_length_of_two_parts_sends_the_first_part_as_soon_as_it_fills(s3: Any) -> None:
+    # Given a body of three parts whose length was declared, which pauses once the first
+    # part is full (and a little more) until that part's upload begins
+    data = os.urandom(3 * PART_SIZE)
+    first_part_started = threading.Event()
+    waited: list[bool] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield data[: PART_SIZE + MiB]
+        waited.append(first_part_started.wait(timeout=5))
+        yield data[PART_SIZE + MiB :]
+
+    watched = WatchedS3(s3, before_part=lambda number: number == 1 and first_part_started.set())
+
+    # When it is stored with that length as the hint
+    size = store(chunks(), watched, expected_size=len(data))
+
+    # Then part 1 went up before the second part had filled (without the hint it waits for
+    # it, in case one PUT will do), and the object is the body, in three parts
+    assert waited == [True]
+    assert size == len(data)
+    stored = s3.get_object(Bucket=BUCKET, Key=KEY)
+    assert stored["Body"].read() == data
+    assert stored["ETag"].endswith('-3"')
+
+
+def test_a_declared_length_that_overstates_the_body_still_stores_it_whole(s3: Any) -> None:
+    # Given a body of one part and a half that declared ten parts
+    body = Body(PART_SIZE + PART_SIZE // 2, chunk_size=MiB)
+
+    # When it is stored with the false hint
+    size = store(body, s3, expected_size=10 * PART_SIZE)
+
+    # Then the object is the body, from the parts that came, and nothing is left pending
+    assert size == len(body.data)
+    assert s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read() == body.data
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_a_declared_length_and_no_bytes_at_all_stores_an_empty_object(s3: Any) -> None:
+    # Given an empty stream that declared two parts
+    watched = WatchedS3(s3)
+
+    # When it is stored
+    size = store(iter(()), watched, expected_size=2 * PART_SIZE)
+
+    # Then the early multipart upload was aborted and the (empty) object put whole
+    assert size == 0
+    assert watched.aborted
+    assert s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read() == b""
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_a_declared_length_under_two_parts_keeps_the_single_put(s3: Any) -> None:
+    # Given one part and a half, declared as such
+    body = Body(PART_SIZE + PART_SIZE // 2, chunk_size=MiB)
+    watched = WatchedS3(s3)
+
+    # When it is stored
+    store(body, watched, expected_size=len(body.data))
+
+    # Then it is one PUT, as without the hint
+    assert watched.started_parts == []
+    assert "-" not in s3.get_object(Bucket=BUCKET, Key=KEY)["ETag"]
 
 
 def test_an_exact_multiple_of_the_part_size_has_no_empty_last_part(s3: Any) -> None:
@@ -353,3 +423,18 @@ def test_stored_object_turns_a_storage_error_into_a_transient_failure(s3: Any) -
     with pytest.raises(DownloadFailed) as failed:
         stored_object(s3=s3, bucket="no-such-bucket", key="videos/a/t-1.mp4", metadata={"task-id": "t-1"})
     assert failed.value.code == "VIDEO_STORE_FAILED" and not failed.value.permanent
+
+
+def test_a_second_stream_in_the_same_process_reuses_the_first_ones_buffers(s3: Any) -> None:
+    # Given a first stream of four parts stored, its part buffers noted
+    first = WatchedS3(s3)
+    store(Body(4 * PART_SIZE, chunk_size=MiB), first, max_in_flight=2)
+
+    # When a second one is stored, as a warm Lambda does
+    second = WatchedS3(s3)
+    body = Body(4 * PART_SIZE, chunk_size=MiB)
+    store(body, second, max_in_flight=2)
+
+    # Then its parts went up from the same buffers (none newly allocated), and it is whole
+    assert second.buffer_ids <= first.buffer_ids
+    assert s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read() == body.data

@@ -93,7 +93,8 @@ def open_video(
         response, origin = _get_following_redirects(pool, url, policy)
         try:
             _check_response(response, origin, policy)
-            yield VideoBody(response.iter_stream(), policy)
+            declared = _header(response, b"content-length")
+            yield VideoBody(response.iter_stream(), policy, int(declared) if declared.isdigit() else None)
         finally:
             response.close()
 
@@ -103,8 +104,11 @@ class VideoBody:
     and hashed before it is handed out, and nothing is handed out before the first bytes
     have shown the MP4 signature."""
 
-    def __init__(self, chunks: Iterable[bytes], policy: DownloadPolicy) -> None:
+    def __init__(
+        self, chunks: Iterable[bytes], policy: DownloadPolicy, declared_size: int | None = None
+    ) -> None:
         self._chunks = chunks
+        self.declared_size = declared_size  # the Content-Length, if any: a hint, never trusted
         self._max_bytes = policy.max_bytes
         self._digest = hashlib.sha256()
         self._size = 0

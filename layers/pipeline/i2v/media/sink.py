@@ -7,7 +7,7 @@ checksum per part: while the caller's iterator fills the next part, up to
 for a typical short video: against moto, 44 ms for a 10 MiB PUT and 78 ms as two parts,
 created and completed; on S3, a quarter of the request charges.) Memory holds at most
 `max_in_flight + 1` part-sized buffers, allocated as needed and reused, whatever the size
-of the stream; when every buffer is taken, reading waits for an upload to finish, so a
+of the stream, and kept for the process's next stream (_SpareBuffers); when every buffer is taken, reading waits for an upload to finish, so a
 slow store slows the download down instead of piling up parts.
 
 Nothing is left in the bucket (no object, no pending multipart upload) unless the whole
@@ -43,6 +43,36 @@ MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
 DEFAULT_MAX_IN_FLIGHT = 4
 
 
+class _SpareBuffers:
+    """Part buffers kept for the next stream of this process (a warm Lambda streams video
+    after video). Allocating fresh ones each time let the process's high-water mark climb:
+    glibc serves an 8 MiB allocation from mmap at first, raises its mmap threshold when one
+    is freed, and then serves the next ones from the heap, where they stay resident (about
+    +40 MiB after the second 100 MiB stream, bench/video_stream.py)."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._spare: dict[int, list[bytearray]] = {}
+
+    def take(self, size: int) -> bytearray:
+        with self._lock:
+            spare = self._spare.get(size)
+            if spare:
+                return spare.pop()
+        return bytearray(size)
+
+    def give_back(self, buffers: Iterable[bytearray], size: int) -> None:
+        with self._lock:
+            spare = self._spare.setdefault(size, [])
+            for buffer in buffers:
+                if len(buffer) == size and len(spare) < self._keep:
+                    spare.append(buffer)
+
+
+_SPARE_BUFFERS = _SpareBuffers(keep=DEFAULT_MAX_IN_FLIGHT + 1)
+
+
 def store_stream(
     chunks: Iterable[bytes],
     *,
@@ -53,14 +83,23 @@ def store_stream(
     metadata: dict[str, str],
     part_size: int = DEFAULT_PART_SIZE,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    expected_size: int | None = None,
 ) -> int:
-    """Store the concatenated `chunks` as s3://bucket/key; the number of bytes stored."""
+    """Store the concatenated `chunks` as s3://bucket/key; the number of bytes stored.
+
+    `expected_size` (a declared length, untrusted) of two parts or more starts the
+    multipart upload at once, created while the first part is read and each part sent as it
+    fills, instead of holding the first part to see whether a single PUT will do; a stream
+    that turns out shorter still stores whole.
+    """
     if part_size < MIN_PART_SIZE:
         raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
     upload = _MultipartUpload(s3, bucket=bucket, key=key, content_type=content_type, metadata=metadata)
     with _PartUploads(upload, part_size, max_in_flight) as parts:
+        if expected_size is not None and expected_size >= 2 * part_size:
+            parts.start()
         size = 0
         part = parts.take_buffer()
         filled = 0
@@ -77,8 +116,7 @@ def store_stream(
                     parts.submit(part)
                     part = parts.take_buffer()
                     filled = 0
-        del part[filled:]  # shrinks in place: the last part, possibly empty
-        parts.finish(part)
+        parts.finish(part, filled)
     return size
 
 
@@ -136,13 +174,18 @@ class _PartUploads:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any) -> None:
-        if error is None:
-            return
-        # Stop what has not started, let what is under way end, then abort: a part that
-        # lands after the abort would otherwise linger (and bill).
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-        self._upload.abort()
+        try:
+            if error is None:
+                return
+            # Stop what has not started, let what is under way end, then abort: a part that
+            # lands after the abort would otherwise linger (and bill).
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+            self._upload.abort()
+        finally:
+            with self._changed:  # every upload has ended: the buffers they handed back are free
+                _SPARE_BUFFERS.give_back(self._free, self._part_size)
+                self._free = []
 
     def take_buffer(self) -> bytearray:
         """A part-sized buffer: a free one, a new one while under the bound, or the next
@@ -154,7 +197,7 @@ class _PartUploads:
                     return self._free.pop()
                 if self._allocated < self._max_buffers:
                     self._allocated += 1
-                    return bytearray(self._part_size)
+                    return _SPARE_BUFFERS.take(self._part_size)
                 self._changed.wait()
 
     def raise_if_failed(self) -> None:
@@ -172,27 +215,41 @@ class _PartUploads:
             self._submit(held)
         self._submit(part)
 
-    def _submit(self, part: bytearray) -> None:
+    def start(self) -> None:
+        """Create the multipart upload on the pool, first in its queue, while parts are read."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._max_in_flight, thread_name_prefix="s3-part")
-            # Created on the pool, first in its queue, while the next part is read.
             self._created = self._executor.submit(self._upload.start)
+
+    def _submit(self, part: bytes | bytearray) -> None:
+        self.start()
+        assert self._executor is not None
         number = len(self._pending) + 1
         future = self._executor.submit(self._upload_part, number, part)
         future.add_done_callback(lambda done: self._part_done(done, part))
         self._pending.append(future)
 
-    def finish(self, last_part: bytearray) -> None:
-        """Upload the last part, wait for every part, complete the object (or PUT it whole
-        if it is shorter than two parts)."""
+    def finish(self, buffer: bytearray, filled: int) -> None:
+        """Upload the last part (the first `filled` bytes of `buffer`), wait for every part,
+        complete the object (or PUT it whole if it is shorter than two parts)."""
+        last_part = bytes(memoryview(buffer)[:filled])  # a copy: the buffer stays whole, for reuse
+        self._free.append(buffer)
         if self._executor is None:
-            if self._held is not None:
-                self._held.extend(last_part)  # under two parts in all
-                last_part, self._held = self._held, None
+            if self._held is not None:  # under two parts in all
+                last_part = b"".join((self._held, last_part))
+                self._free.append(self._held)
+                self._held = None
             self._upload.put(last_part)
             return
         if last_part:
-            self.submit(last_part)
+            self._submit(last_part)
+        if not self._pending:  # started early for a declared length, and no byte came
+            self._executor.shutdown(wait=True)
+            assert self._created is not None
+            self._created.result()
+            self._upload.abort()
+            self._upload.put(last_part)
+            return
         with self._changed:
             while not all(future.done() for future in self._pending):
                 self.raise_if_failed()
@@ -201,19 +258,19 @@ class _PartUploads:
         self._executor.shutdown(wait=True)
         self._upload.complete([future.result() for future in self._pending])
 
-    def _upload_part(self, number: int, part: bytearray) -> dict[str, Any]:
+    def _upload_part(self, number: int, part: bytes | bytearray) -> dict[str, Any]:
         assert self._created is not None
         self._created.result()  # raises the creation's failure for every part
         return self._upload.upload_part(number, part)
 
-    def _part_done(self, done: Future[dict[str, Any]], part: bytearray) -> None:
+    def _part_done(self, done: Future[dict[str, Any]], part: bytes | bytearray) -> None:
         with self._changed:
             if done.cancelled():
                 pass
             elif (failure := done.exception()) is not None:
                 if self._failure is None:
                     self._failure = failure
-            else:
+            elif isinstance(part, bytearray):  # a whole buffer (a last part is a copy)
                 self._free.append(part)
             self._changed.notify_all()
 
@@ -242,7 +299,7 @@ class _MultipartUpload:
             )
         self._upload_id = created["UploadId"]
 
-    def upload_part(self, number: int, data: bytearray) -> dict[str, Any]:
+    def upload_part(self, number: int, data: bytes | bytearray) -> dict[str, Any]:
         with _storage_errors_as_download_failed():
             uploaded = self._s3.upload_part(
                 Bucket=self._bucket,
@@ -264,7 +321,7 @@ class _MultipartUpload:
             )
         self._upload_id = None
 
-    def put(self, body: bytearray) -> None:
+    def put(self, body: bytes | bytearray) -> None:
         with _storage_errors_as_download_failed():
             self._s3.put_object(
                 Bucket=self._bucket,

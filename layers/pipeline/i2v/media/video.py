@@ -74,5 +74,6 @@ def stream_video_to_s3(
             metadata=metadata,
             part_size=part_size,
             max_in_flight=max_in_flight,
+            expected_size=body.declared_size,
         )
         return StoredVideo(size=body.size, sha256=body.sha256, content_type=VIDEO_CONTENT_TYPE)

@@ -4,7 +4,9 @@ The local stack's workers record every AWS call through botocore's `after-call` 
 (local/lambda_worker.py); this section runs uploads to SUCCEEDED and counts, per task,
 the DynamoDB reads and writes the submit and callback functions made for it. The figure
 the target reads is the largest count over the tasks; intermediate statuses (RUNNING)
-cost one write each and are reported beside it. The baseline is main before the issue
+cost one write each: `dynamodb_writes` counts a task's writes without its own RUNNING write
+(what the target's "<= 4 writes (+1 per intermediate status)" compares with 4),
+`dynamodb_writes_total` with it. The baseline is main before the issue
 (2 reads, 7 writes per task, as the issue measured it), quoted, not re-run. The stack
 has no daily budget (DailyBudgetUsd 0, no call for it); a cap adds one UpdateItem per
 submission, on the day's counter (docs/decisions.md, 39).
@@ -49,7 +51,11 @@ def run(quick: bool) -> dict[str, Any]:
     succeeded = [t for t in tasks if t["status"] == "SUCCEEDED"]
     reads = [sum(n for op, n in per_task[str(t["task_id"])].items() if op in READS) for t in succeeded]
     writes = [sum(n for op, n in per_task[str(t["task_id"])].items() if op in WRITES) for t in succeeded]
-    intermediate = max((1 if "running_at" in t else 0) for t in succeeded) if succeeded else 0
+    # Per task, the writes beside its intermediate statuses (one RUNNING write each, if it had
+    # one): the figure the target's "4 writes (+1 per intermediate status)" compares with 4.
+    own_intermediate = [1 if "running_at" in t else 0 for t in succeeded]
+    base_writes = [w - i for w, i in zip(writes, own_intermediate, strict=True)]
+    intermediate = max(own_intermediate, default=0)
     by_operation: Counter[str] = Counter()
     for task in succeeded:
         by_operation.update(per_task[str(task["task_id"])])
@@ -58,7 +64,9 @@ def run(quick: bool) -> dict[str, Any]:
         "succeeded": len(succeeded),
         "queues_settled": settled,
         "dynamodb_reads": max(reads, default=-1),
-        "dynamodb_writes": max(writes, default=-1),
+        # Without the intermediate-status writes (the target's 4), and with them (all writes).
+        "dynamodb_writes": max(base_writes, default=-1),
+        "dynamodb_writes_total": max(writes, default=-1),
         "dynamodb_writes_median": statistics.median(writes) if writes else -1,
         "intermediate_statuses": intermediate,
         "operations_per_task": {op: n / max(1, len(succeeded)) for op, n in sorted(by_operation.items())},

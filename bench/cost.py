@@ -97,12 +97,19 @@ ASSUMED = {
     "every_invocation_cold": (True, "billed duration = import (INIT, billed since Aug 2025) + first call"),
     "webhooks_per_task": (2, "IN_PROGRESS and COMPLETED, as the simulator sends them"),
     "sqs_requests_per_upload": (
-        3,
-        "S3's SendMessage, the event source's ReceiveMessage and DeleteMessageBatch",
+        6,
+        "uploads queue: S3's SendMessage, the event source's ReceiveMessage and DeleteMessageBatch;"
+        " finalize queue: the callback's SendMessage, ReceiveMessage, DeleteMessageBatch",
     ),
     "sqs_idle_poll_requests_month": (
-        648_000,
-        "Lambda's 5 idle long-pollers on the uploads queue, 20 s polls",
+        3 * 648_000,
+        "Lambda's 5 idle long-pollers on each of the 3 queues it reads (uploads, finalize, polls),"
+        " 20 s polls",
+    ),
+    "finalize_metrics": (
+        3,
+        "TasksSucceeded, BytesDownloaded, GenerationSeconds: what the finalize leg emits (read"
+        " from i2v/usecases; the cold-start events do not reach it)",
     ),
     "lambda_platform_log_bytes": (350, "START/END/REPORT lines per invocation"),
     "videos_per_month": (
@@ -168,6 +175,9 @@ def run(quick: bool, results: dict[str, Any] | None = None) -> dict[str, Any]:
         "submit": ("SubmitFunction", functions["submit"]),
         "callback (IN_PROGRESS)": ("CallbackFunction", cold["callback_progress"]),
         "callback (COMPLETED)": ("CallbackFunction", functions["callback"]),
+        # The finalize leg (an SQS batch of one on the callback function) is not among the
+        # cold-start events: its start-up is taken as the COMPLETED webhook's, plus the video.
+        "finalize": ("CallbackFunction", functions["callback"]),
     }
     calls: dict[str, float] = {}
     for _, figures in per_task_invocations.values():
@@ -176,7 +186,9 @@ def run(quick: bool, results: dict[str, Any] | None = None) -> dict[str, Any]:
 
     aws_calls = results.get("aws_calls")
     if aws_calls is not None:
-        reads, writes = float(aws_calls["dynamodb_reads"]), float(aws_calls["dynamodb_writes"])
+        # Every write is billed, the intermediate statuses' too.
+        reads = float(aws_calls["dynamodb_reads"])
+        writes = float(aws_calls.get("dynamodb_writes_total", aws_calls["dynamodb_writes"]))
         dynamodb_from = "aws_calls section (same run)"
     else:
         reads, writes = _count(calls, "dynamodb", DYNAMODB_READS), _count(calls, "dynamodb", DYNAMODB_WRITES)
@@ -208,10 +220,15 @@ def run(quick: bool, results: dict[str, Any] | None = None) -> dict[str, Any]:
     for label, (logical_id, figures) in per_task_invocations.items():
         memory = facts["memory_mb"][logical_id]
         ms = figures["handler_ms"]["median"] * (LAMBDA_VCPU_MB / memory if ASSUMED["cpu_scaling"][0] else 1)
-        if label == "callback (COMPLETED)":
+        if label == "finalize":
             ms += 1000 * ASSUMED["video_mib"][0] / ASSUMED["video_stream_mib_per_s"][0]
         gb_seconds += ms / 1000 * memory / 1024
-    line("Lambda requests", 3 * VIDEOS, "lambda_request", "submit + 2 webhooks per task")
+    line(
+        "Lambda requests",
+        len(per_task_invocations) * VIDEOS,
+        "lambda_request",
+        "submit + 2 webhooks + finalize per task",
+    )
     line(
         "Lambda duration",
         gb_seconds * VIDEOS,
@@ -230,7 +247,12 @@ def run(quick: bool, results: dict[str, Any] | None = None) -> dict[str, Any]:
         fixed=True,
     )
     line("HTTP API requests", ASSUMED["webhooks_per_task"][0] * VIDEOS, "http_api_request", "the webhooks")
-    line("SQS requests", ASSUMED["sqs_requests_per_upload"][0] * VIDEOS, "sqs_request", "per upload")
+    line(
+        "SQS requests",
+        ASSUMED["sqs_requests_per_upload"][0] * VIDEOS,
+        "sqs_request",
+        "uploads + finalize queues",
+    )
     line("SQS idle polling", ASSUMED["sqs_idle_poll_requests_month"][0], "sqs_request", "", fixed=True)
     line(
         "DynamoDB writes",
@@ -246,7 +268,7 @@ def run(quick: bool, results: dict[str, Any] | None = None) -> dict[str, Any]:
     )
     reconcile_reads = _count(functions["reconcile"]["calls_per_event"], "dynamodb", DYNAMODB_READS)
     line("DynamoDB reads, reconciler", runs * reconcile_reads, "dynamodb_read_request_unit", "", fixed=True)
-    line("SNS publishes", _count(calls, "sns", {"Publish"}) * VIDEOS, "sns_publish", "one per outcome")
+    line("SNS publishes", 1 * VIDEOS, "sns_publish", "one per outcome (the finalize leg's)")
     parts = max(1, math.ceil(ASSUMED["video_mib"][0] / 8))
     video_puts = 1 if parts == 1 else parts + 2  # PutObject, or create + parts + complete
     line(
@@ -274,7 +296,7 @@ def run(quick: bool, results: dict[str, Any] | None = None) -> dict[str, Any]:
     line("Secrets Manager secrets", 2, "secrets_manager_secret_month", "API key + webhook secret", fixed=True)
     log_bytes = sum(
         f["log_bytes"] + ASSUMED["lambda_platform_log_bytes"][0] for _, f in per_task_invocations.values()
-    )
+    )  # the finalize leg's counted as the COMPLETED webhook's
     line(
         "CloudWatch Logs ingestion",
         log_bytes * VIDEOS / GB,
@@ -283,9 +305,9 @@ def run(quick: bool, results: dict[str, Any] | None = None) -> dict[str, Any]:
     )
     line(
         "CloudWatch custom metrics",
-        len(cold.get("emf_metrics", [])),
+        len(cold.get("emf_metrics", [])) + ASSUMED["finalize_metrics"][0],
         "cloudwatch_custom_metric_month",
-        "EMF",
+        "EMF: measured on the cold-start events + the finalize leg's",
         fixed=True,
     )
 
@@ -306,6 +328,9 @@ def run(quick: bool, results: dict[str, Any] | None = None) -> dict[str, Any]:
             "provider_usd": round(provider, 2),
             "provider_usd_aimlapi": round(VIDEOS * seconds * PRICES["provider_second_1080p_aimlapi"].usd, 2),
             "ratio": aws / provider,
+            # Per video, without the month's fixed costs (secrets, metrics, idle polls, reconciler):
+            # what one more 1,000 videos cost.
+            "ratio_variable": variable / provider,
             "dynamodb_counts_from": dynamodb_from,
             "dynamodb_per_task": {"reads": reads, "writes": writes},
             "aws_calls_per_task": calls,
@@ -314,7 +339,7 @@ def run(quick: bool, results: dict[str, Any] | None = None) -> dict[str, Any]:
             "assumptions": {name: {"value": value, "why": why} for name, (value, why) in ASSUMED.items()},
             "template": facts,
             "not_counted": [
-                "the finalize leg, if the callback function downloads from a finalize queue (not measured)",
+                "metrics only a failure emits (each is a metric-month once it has been emitted)",
                 "the user's own download of the video; X-Ray (tracing is off here, on when deployed)",
                 "free tiers (list prices only)",
             ],

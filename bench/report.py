@@ -368,7 +368,13 @@ def _cost_md(cost: dict[str, Any], out: Path) -> list[str]:
         "",
         f"AWS **${cost['aws_usd']:.4f}** (variable ${cost['aws_variable_usd']:.4f} + one month of fixed "
         f"${cost['aws_fixed_monthly_usd']:.4f}); provider **${cost['provider_usd']:,.2f}** "
-        f"(AI/ML API's price: ${cost['provider_usd_aimlapi']:,.2f}); `cost.ratio` = **{cost['ratio']:.2e}**.",
+        f"(AI/ML API's price: ${cost['provider_usd_aimlapi']:,.2f}); `cost.ratio` = **{cost['ratio']:.2e}**"
+        + (
+            " (per video, without the month's fixed costs: "
+            f"`cost.ratio_variable` = {cost['ratio_variable']:.2e})."
+            if "ratio_variable" in cost
+            else "."
+        ),
         "",
         "| item | quantity | unit | unit price USD | USD | note |",
         "|---|---|---|---|---|---|",

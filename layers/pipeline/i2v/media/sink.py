@@ -7,8 +7,9 @@ checksum per part: while the caller's iterator fills the next part, up to
 for a typical short video: against moto, 44 ms for a 10 MiB PUT and 78 ms as two parts,
 created and completed; on S3, a quarter of the request charges.) Memory holds at most
 `max_in_flight + 1` part-sized buffers, allocated as needed and reused, whatever the size
-of the stream, and kept for the process's next stream (_SpareBuffers); when every buffer is taken, reading waits for an upload to finish, so a
-slow store slows the download down instead of piling up parts.
+of the stream, and kept for the process's next stream (_SpareBuffers); when every buffer
+is taken, reading waits for an upload to finish, so a slow store slows the download down
+instead of piling up parts.
 
 Nothing is left in the bucket (no object, no pending multipart upload) unless the whole
 stream arrived: on any failure (the iterator raising, say for a size cap, or a part upload

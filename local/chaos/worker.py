@@ -113,7 +113,13 @@ class WorkerFaults:
             records_provider_id = operation == "UpdateItem" and _sets_status(body, "SUBMITTED")
             if records_provider_id:
                 self.die("die_before_provider_id", task_id)
-            step = "record_provider_id" if records_provider_id else None
+            # The write after the create call records its outcome: SUBMITTED with the id, or
+            # UNCONFIRMED when the call went unanswered. Either failing leaves the retry
+            # unable to tell whether the provider took the task (docs/reliability.md).
+            records_outcome = records_provider_id or (
+                operation == "UpdateItem" and _sets_status(body, "UNCONFIRMED")
+            )
+            step = "record_provider_id" if records_outcome else None
             if self.strikes("dynamodb_error", task_id, step):
                 context["chaos_fail_every_attempt"] = "dynamodb_error"
         elif service == "sns" and operation == "Publish":

@@ -191,3 +191,26 @@ def test_an_unknown_fault_is_refused(tmp_path: Path) -> None:
     }
     with pytest.raises(ValueError, match="dynamo_typo"):
         WorkerFaults(plan, "fn")
+
+
+@pytest.mark.parametrize("write", ["mark_submitted", "hold_unconfirmed"])
+def test_outcome_write_fails_at_its_step(
+    write: str, tmp_path: Path, moto_url: str, plain: Any, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a claimed task, and every DynamoDB call failing on each attempt
+    TaskStore(plain, table).create(_task(), lease_until=1100.0)
+    client, _ = _faulty(tmp_path, moto_url, "dynamodb", monkeypatch, dynamodb_error=1.0)
+    store = TaskStore(client, table)
+
+    # When the outcome of the create call is written: its id, or the unanswered call's hold
+    with pytest.raises(ClientError):
+        if write == "mark_submitted":
+            store.mark_submitted("t-1", provider_task_id="p-1", now=1001.0)
+        else:
+            store.hold_unconfirmed(
+                "t-1", error={"code": "PROVIDER_OUTCOME_UNKNOWN", "message": "x"}, now=1001.0
+            )
+
+    # Then the fault is logged at the step the chaos report explains second submissions by
+    assert [(f["kind"], f["step"]) for f in _logged(tmp_path)] == [("dynamodb_error", "record_provider_id")]
+    assert _status(plain, table) == "RECEIVED"

@@ -3,7 +3,8 @@
 Every upload is PUT as fast as 8 threads go; the stack runs with the template's defaults
 (SubmitMaxConcurrency 5, FinalizeMaxConcurrency 10, the reconciler every 5 minutes for
 tasks unchanged for 10), the simulator renders small videos. Measured:
-- burst: how many tasks ended and how (scan of the task table), duplicates (a second
+- burst: how many tasks ended and how (followed by the notifications, then one scan of
+  the task table: bench/pipeline_runs.wait_until_ended), duplicates (a second
   provider task for one upload, a second video object or SUCCEEDED notification for one
   task), the most finalize batches in flight at once against FinalizeMaxConcurrency;
 - webhook: how long the callback took to answer each webhook at the sender (the
@@ -86,7 +87,7 @@ def measure(uploads: int, *, timeout: float) -> dict[str, Any]:
         "burst": {
             "method": (
                 f"{uploads} PUTs from 8 threads into a fresh local stack with the template's defaults; "
-                "task table scanned until every task ended"
+                "notifications followed until every task ended, then the task table scanned"
             ),
             "uploads": uploads,
             "finished": len(ended),

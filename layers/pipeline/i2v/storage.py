@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from i2v.domain import Frozen
@@ -70,3 +71,17 @@ class SourceStore:
             ExpiresIn=expires_in,
         )
         return url
+
+
+def video_key_of(source_key: str, task_id: str, *, incoming_prefix: str, videos_prefix: str) -> str:
+    """`videos/<the source's path under incoming/, without extension>/<task id>.mp4`:
+    grouped by source, and never overwriting another task's video.
+
+    The path keeps only its named segments: empty, `.` and `..` ones are dropped and a
+    backslash separates like a slash, so no tool that maps keys onto folders (a sync to
+    Windows, say) can place a video outside `videos/`.
+    """
+    relative = source_key.removeprefix(incoming_prefix)
+    stem = posixpath.splitext(relative)[0].replace("\\", "/")
+    segments = [segment for segment in stem.split("/") if segment not in ("", ".", "..")]
+    return f"{videos_prefix}{'/'.join(segments) or 'video'}/{task_id}.mp4"

@@ -31,8 +31,8 @@ from urllib.parse import quote_plus
 from i2v.domain import Task, TaskStatus, derive_task_id
 from i2v.observability import MetricsSink, MetricUnit, logger
 from i2v.options import is_sidecar
+from i2v.storage import video_key_of
 from i2v.tasks.store import OPEN_INDEX, OPEN_SHARD, TaskStore
-from i2v.usecases.finalize import video_key_of
 
 WATERMARK_KEY = "audit#uploads"
 """The audit's item in the task table: no task id has a '#', and it carries neither

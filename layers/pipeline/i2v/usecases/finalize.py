@@ -8,7 +8,6 @@ after a backoff, up to `max_attempts` deliveries, then the task FAILS with the r
 
 from __future__ import annotations
 
-import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from i2v.domain import ErrorInfo, Task, TaskStatus, VideoObject
 from i2v.errors import DownloadFailed, PipelineError, ProviderRejected, RetryLater
 from i2v.observability import MetricsSink, MetricUnit, logger
 from i2v.providers.base import Provider, ProviderState
+from i2v.storage import video_key_of
 from i2v.usecases.outcome import Endings
 from i2v.usecases.progress import FinalizeOrder
 
@@ -60,20 +60,6 @@ def video_key(task: Task, config: FinalizeConfig) -> str:
         incoming_prefix=config.incoming_prefix,
         videos_prefix=config.videos_prefix,
     )
-
-
-def video_key_of(source_key: str, task_id: str, *, incoming_prefix: str, videos_prefix: str) -> str:
-    """`videos/<the source's path under incoming/, without extension>/<task id>.mp4`:
-    grouped by source, and never overwriting another task's video.
-
-    The path keeps only its named segments: empty, `.` and `..` ones are dropped and a
-    backslash separates like a slash, so no tool that maps keys onto folders (a sync to
-    Windows, say) can place a video outside `videos/`.
-    """
-    relative = source_key.removeprefix(incoming_prefix)
-    stem = posixpath.splitext(relative)[0].replace("\\", "/")
-    segments = [segment for segment in stem.split("/") if segment not in ("", ".", "..")]
-    return f"{videos_prefix}{'/'.join(segments) or 'video'}/{task_id}.mp4"
 
 
 @dataclass(frozen=True)

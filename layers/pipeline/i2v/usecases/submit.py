@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote_plus
 
 from i2v.attempts import Attempt, AttemptError, AttemptOutcome
@@ -31,12 +31,13 @@ from i2v.observability import MetricsSink, MetricUnit, logger
 from i2v.options import is_sidecar, resolve_options
 from i2v.providers.base import Provider, SubmitRequest
 from i2v.providers.route import RouteSettings
-from i2v.storage import SourceStore
+from i2v.storage import SourceStore, video_key_of
 from i2v.tasks.store import TaskStore
 from i2v.tokens import hash_token, new_token
-from i2v.usecases.finalize import video_key_of
 from i2v.usecases.outcome import Endings
-from i2v.usecases.poll import PollOrder
+
+if TYPE_CHECKING:
+    from i2v.usecases.poll import PollOrder  # loaded when a polling route first needs it
 
 
 class SubmitOutcome(StrEnum):
@@ -335,6 +336,8 @@ def _submit(claimed: Task, route: ChosenRoute, token: str, owner: str, steps: _S
     if estimate is not None:
         steps.metrics.add_metric(name="EstimatedCostUsd", unit=MetricUnit.Count, value=estimate)
     if not provider.supports_webhooks:
+        from i2v.usecases.poll import PollOrder
+
         _schedule_first_poll(
             PollOrder(
                 task_id=task_id,

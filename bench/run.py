@@ -16,7 +16,6 @@ import argparse
 import importlib
 import inspect
 import json
-import subprocess
 import sys
 import time
 import traceback
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from measure import ROOT, load, machine
+
+from local.provenance import git_commit
 
 # Section name -> module in bench/. Order matters: cost reads what ran before it.
 SECTIONS = {
@@ -48,16 +49,6 @@ def run_section(name: str, quick: bool, results: dict[str, Any]) -> dict[str, An
     if not isinstance(returned, dict):
         raise TypeError(f"section {name} returned {type(returned).__name__}, not a dict")
     return returned if name in returned else {name: returned}
-
-
-def git_commit() -> str:
-    done = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from local.chaos.run import TERMINAL, RunRecord
+from local.provenance import git_commit
 
 # Where a duplicate submission is expected (docs/reliability.md): the provider took the task
 # and the function died, or its write failed, before the provider's task id was recorded.
@@ -217,28 +218,11 @@ def chart(record: RunRecord, path: Path) -> None:
 def write(record: RunRecord, folder: Path, *, name: str = "chaos") -> dict[str, Any]:
     """`<name>.json`, `<name>.md` and `<name>.png` in `folder`; the figures."""
     folder.mkdir(parents=True, exist_ok=True)
-    found = {"commit": _git_commit(), **figures(record)}
+    found = {"commit": git_commit(), **figures(record)}
     (folder / f"{name}.json").write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
     chart(record, folder / f"{name}.png")
     (folder / f"{name}.md").write_text(markdown(found, f"{name}.png"), encoding="utf-8")
     return found
-
-
-def _git_commit() -> str:
-    """The commit the run measured (`--dirty` when the tree had changes), as bench/run.py says it."""
-    import shutil
-    import subprocess
-
-    git = shutil.which("git")
-    if git is None:
-        return "unknown"
-    done = subprocess.run(  # noqa: S603 - git from PATH, fixed arguments
-        [git, "-C", str(Path(__file__).resolve().parents[2]), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or "unknown"
 
 
 def markdown(found: dict[str, Any], chart_name: str) -> str:

@@ -84,6 +84,7 @@ class FakeRouting:
     settings: dict[str, RouteSettings] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
+    failed_error: Exception | None = None  # raised by `failed`, as a breaker write that fails
 
     def choose(self, requested: str | None) -> ChosenRoute:
         from i2v.errors import InvalidOptions
@@ -103,6 +104,8 @@ class FakeRouting:
 
     def failed(self, name: str) -> None:
         self.failures.append(name)
+        if self.failed_error is not None:
+            raise self.failed_error
 
 
 @dataclass

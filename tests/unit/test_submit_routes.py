@@ -264,3 +264,26 @@ def test_a_failed_first_poll_schedule_leaves_the_task_submitted_for_the_reconcil
     assert outcome is SubmitOutcome.SUBMITTED
     assert task_of(aws, store, "incoming/g.png").status is TaskStatus.SUBMITTED
     assert metrics.total("PollNotScheduled") == 1
+
+
+def test_an_unanswered_submission_is_held_even_when_the_breakers_write_fails(
+    run: Any,
+    aws: Aws,
+    store: TaskStore,
+    routing: FakeRouting,
+    magnific: FakeProvider,
+    dashscope: FakeProvider,
+) -> None:
+    # Given a create call that got no answer, and the breaker's count failing to be written
+    magnific.submit_errors.append(ProviderOutcomeUnknown("Magnific did not answer: ReadTimeout"))
+    routing.failed_error = RuntimeError("the breaker's UpdateItem failed")
+
+    # When the upload is submitted / Then the record fails (it will be delivered again)
+    with pytest.raises(RuntimeError):
+        run("incoming/g.png")
+
+    # and the task was held first, so the redelivery submits nothing, anywhere
+    assert task_of(aws, store, "incoming/g.png").status is TaskStatus.UNCONFIRMED
+    routing.failed_error = None
+    assert run("incoming/g.png", owner="msg-2") is SubmitOutcome.DUPLICATE
+    assert magnific.submitted == [] and dashscope.submitted == []

@@ -309,11 +309,13 @@ def _submit(claimed: Task, route: ChosenRoute, token: str, owner: str, steps: _S
     except ProviderOutcomeUnknown as exc:
         # The provider may have made the task: never submitted again, never moved to
         # another route. Its webhook (or the reconciler, after the hold) settles it. Its
-        # reservation stays: it may be billed.
-        steps.routing.failed(provider.name)
+        # reservation stays: it may be billed. The hold is written before the breaker's
+        # count: if that write failed first, the redelivery would find the task unheld and
+        # submit it again.
         now = steps.clock()
         held = attempt(AttemptOutcome.UNCONFIRMED, exc)
         steps.store.hold_unconfirmed(task_id, error=_error(exc).model_dump(), now=now, attempt=held)
+        steps.routing.failed(provider.name)
         logger.warning("submission outcome unknown; task held", extra={"reason": exc.message})
         steps.metrics.add_metric(name="SubmissionsUnconfirmed", unit=MetricUnit.Count, value=1)
         return SubmitOutcome.UNCONFIRMED
